@@ -1,0 +1,689 @@
+# PPO-Clip for continuous actions, following CleanRL's ppo_continuous_action.py, on Gymnasium 1.x,
+# with the policy snapshotted after every minibatch update to profile KL divergences within each iteration
+# (Honari, Creus Castanyer, Castro, Berseth: "Training PPO-Clip with Parallelized Data Generation").
+import difflib
+import importlib
+import json
+import os
+import queue
+import random
+import sys
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+import tyro
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+
+
+@dataclass
+class Args:
+    """PPO-Clip (CleanRL's ppo_continuous_action.py, same defaults) with per-minibatch KL profiling.
+
+    Differs from CleanRL where Gymnasium 1.x or the study requires it: env_id defaults to HalfCheetah-v5;
+    next-step autoreset, and the reset step after each episode end is dropped from the batch (it is no
+    transition), so minibatches can hold slightly fewer samples than --minibatch-size; observation/reward
+    normalisation statistics are shared by all envs (--norm-stats per-env restores CleanRL's); torch uses
+    --num-threads 1 (two threads make these small networks several times slower on a 2-core CPU);
+    --save-model evaluates with the training statistics frozen; upload_model/hf_entity are not offered.
+    """
+
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True` (bitwise-repeatable runs on the CPU)"""
+    cuda: bool = True
+    """if toggled, cuda is used when available (the CPU otherwise)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "cleanRL"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (env 0; needs `pip install moviepy`)"""
+    save_model: bool = False
+    """whether to save the model (with its normalisation statistics) into the run folder and evaluate it"""
+    eval_episodes: int = 10
+    """episodes of the evaluation that --save-model runs"""
+    runs_dir: str = "runs"
+    """folder that receives one sub-folder per run (TensorBoard events, args.json, kl/, model)"""
+    run_name: Optional[str] = None
+    """name of the run folder (default: {env_id}__{exp_name}__{seed}__{unix time}, as CleanRL)"""
+    num_threads: int = 1
+    """torch intra-op CPU threads (CleanRL: torch's default, i.e. all cores)"""
+
+    # Algorithm specific arguments
+    env_id: str = "HalfCheetah-v5"
+    """the id of the environment (any Gymnasium env with a Box action space)"""
+    total_timesteps: int = 1000000
+    """total timesteps of the experiments"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments (N_env)"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout (N_rollout)"""
+    anneal_lr: bool = True
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: Optional[int] = None
+    """the number of mini-batches (default 32 unless --minibatch-size is given)"""
+    minibatch_size: Optional[int] = None
+    """the mini-batch size, an alternative to --num-minibatches; must divide num_envs x num_steps"""
+    update_epochs: int = 10
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.0
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+    norm_stats: Literal["shared", "per-env"] = "shared"
+    """observation/reward normalisation: one running mean/var for all envs, or one per env (CleanRL)"""
+
+    # KL profiling
+    kl: bool = True
+    """profile seq_kl and ref_kl over every iteration's minibatch updates"""
+    kl_num_states: Optional[int] = None
+    """rollout states the KL is averaged over, a fixed random sample per iteration (default 1024, or the
+    whole batch when smaller; 0 = all)"""
+    kl_every: int = 1
+    """keep every K-th snapshot (and always the last). The store holds (updates/K + 2) x states x
+    action-dim float32 means: 0.65 GiB at Humanoid, 10,000 updates, 1024 states"""
+    kl_save_snapshots: bool = False
+    """also save the states, means and log-stds of every kept snapshot in the kl/ files"""
+
+    # to be filled in runtime
+    batch_size: tyro.conf.Suppress[int] = 0
+    num_iterations: tyro.conf.Suppress[int] = 0
+
+
+def fail(message: str):
+    sys.exit(f"error: {message}")
+
+
+def check_args(args: Args) -> Args:
+    """Rejects bad flags before anything expensive starts, and fills in the derived sizes."""
+    for flag in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_threads", "kl_every", "eval_episodes"):
+        if getattr(args, flag) <= 0:
+            fail(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    for flag in ("learning_rate", "clip_coef"):
+        if not getattr(args, flag) > 0:
+            fail(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
+    for flag in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(args, flag) <= 1:
+            fail(f"--{flag.replace('_', '-')} must be in [0, 1], got {getattr(args, flag)}")
+    args.batch_size = args.num_envs * args.num_steps
+    b = args.batch_size
+    divisors = [d for d in (50, 100, 250, 500, 1000, 64, 128, 256, 512) if b % d == 0]
+    if args.minibatch_size is not None and (args.minibatch_size <= 0 or b % args.minibatch_size):
+        fail(f"--minibatch-size must be a positive divisor of num_envs x num_steps = {b} (e.g. {divisors[:4]}), "
+             f"got {args.minibatch_size}")
+    if args.num_minibatches is not None and (args.num_minibatches <= 0 or b % args.num_minibatches):
+        fail(f"--num-minibatches must be a positive divisor of num_envs x num_steps = {b}, got {args.num_minibatches}")
+    if args.minibatch_size is not None and args.num_minibatches is not None \
+            and args.minibatch_size * args.num_minibatches != b:
+        fail(f"--minibatch-size {args.minibatch_size} and --num-minibatches {args.num_minibatches} disagree: "
+             f"their product must be num_envs x num_steps = {b}; give only one")
+    if args.minibatch_size is None:
+        args.num_minibatches = args.num_minibatches or 32
+        if b % args.num_minibatches:
+            fail(f"--num-minibatches defaults to 32, which does not divide num_envs x num_steps = {b}; "
+                 "give --num-minibatches or --minibatch-size")
+        args.minibatch_size = b // args.num_minibatches
+    args.num_minibatches = b // args.minibatch_size
+    if args.norm_adv and args.minibatch_size < 2:
+        fail("--minibatch-size must be >= 2 with --norm-adv (advantages are normalised by their std)")
+    if args.total_timesteps < b:
+        fail(f"--total-timesteps {args.total_timesteps} is less than one iteration (num_envs x num_steps = {b})")
+    args.num_iterations = args.total_timesteps // b
+    if args.kl_num_states is None:
+        args.kl_num_states = min(1024, b)
+    if not 0 <= args.kl_num_states <= b:
+        fail(f"--kl-num-states must be in [0, num_envs x num_steps = {b}] (0 = all), got {args.kl_num_states}")
+    if args.target_kl is not None and not args.target_kl > 0:
+        fail(f"--target-kl must be > 0 (or omitted), got {args.target_kl}")
+    module, _, env_name = args.env_id.rpartition(":")  # Gymnasium's "package.module:EnvName-v0" form
+    try:
+        importlib.import_module(module) if module else None
+    except ImportError as e:
+        fail(f"--env-id {args.env_id!r}: cannot import {module!r} to register it ({e})")
+    if env_name not in gym.registry:
+        close = difflib.get_close_matches(env_name, list(gym.registry), n=5, cutoff=0.5)
+        fail(f"--env-id {args.env_id!r} is not a registered Gymnasium env" + (f"; close matches: {', '.join(close)}" if close else ""))
+    if args.run_name is not None and (not args.run_name or "/" in args.run_name):
+        fail(f"--run-name must be a non-empty folder name without '/', got {args.run_name!r}")
+    for flag, module in (("capture_video", "moviepy"), ("track", "wandb")):
+        if getattr(args, flag):
+            try:
+                __import__(module)
+            except ImportError:
+                fail(f"--{flag.replace('_', '-')} needs the {module} package: pip install {module}")
+    return args
+
+
+def quiet_mujoco():
+    """MuJoCo 4.0 warns that HalfCheetah/Humanoid's XML uses `settotalmass`, once per env built, on the console
+    and into ./MUJOCO_LOG.TXT; drop that one and pass any other MuJoCo warning on to Python's warnings."""
+    def on_warning(message):
+        if "settotalmass" not in message:
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning)
+    mujoco.set_mju_user_warning(on_warning)
+
+
+def make_envs(env_id, num_envs, gamma, norm_stats="shared", capture_video=False, run_dir=""):
+    """N envs stepped in one process, next-step autoreset, with CleanRL's wrappers: episode statistics on the raw
+    rewards, action clipping, observation and reward normalisation, both clipped to [-10, 10]."""
+    def make_one(idx):
+        def thunk():
+            if capture_video and idx == 0:
+                env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), os.path.join(run_dir, "videos"))
+            else:
+                env = gym.make(env_id)
+            if norm_stats == "per-env":
+                env = gym.wrappers.FlattenObservation(env)
+                env = gym.wrappers.RecordEpisodeStatistics(env)
+                env = gym.wrappers.ClipAction(env)
+                env = gym.wrappers.NormalizeObservation(env)
+                env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+                env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+                env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+            return env
+        return thunk
+
+    envs = gym.vector.SyncVectorEnv([make_one(i) for i in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    if norm_stats == "shared":
+        envs = gym.wrappers.vector.FlattenObservation(envs)
+        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+        envs = gym.wrappers.vector.ClipAction(envs)
+        envs = gym.wrappers.vector.NormalizeObservation(envs)
+        envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10))
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
+        envs = gym.wrappers.vector.ClipReward(envs, -10, 10)
+    return envs
+
+
+def normalizers(envs):
+    """The (observation, reward) normalisation wrappers: one pair shared by all envs, or one pair per env."""
+    def chain(env):
+        while env is not None:
+            yield env
+            env = getattr(env, "env", None)
+    holders = [envs] if any(hasattr(w, "obs_rms") for w in chain(envs)) else envs.unwrapped.envs
+    pairs = []
+    for holder in holders:
+        wrappers = list(chain(holder))
+        pairs.append((next(w for w in wrappers if hasattr(w, "obs_rms")), next(w for w in wrappers if hasattr(w, "return_rms"))))
+    return pairs
+
+
+def get_norm_stats(envs):
+    pairs = normalizers(envs)
+    stats = {}
+    for key, rms in (("obs", lambda p: p[0].obs_rms), ("ret", lambda p: p[1].return_rms)):
+        for field in ("mean", "var", "count"):
+            stats[f"{key}_{field}"] = np.stack([np.asarray(getattr(rms(p), field), dtype=np.float64) for p in pairs])
+    return stats
+
+
+def set_norm_stats(envs, stats, frozen):
+    """Loads saved statistics (env i takes row i, or row 0 when fewer were saved) and optionally freezes them."""
+    for i, (obs_norm, ret_norm) in enumerate(normalizers(envs)):
+        row = i if i < len(stats["obs_mean"]) else 0
+        for key, rms in (("obs", obs_norm.obs_rms), ("ret", ret_norm.return_rms)):
+            rms.mean, rms.var, rms.count = (np.array(stats[f"{key}_{f}"][row]) for f in ("mean", "var", "count"))
+        obs_norm.update_running_mean = ret_norm.update_running_mean = not frozen
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor_mean = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, act_dim), std=0.01),
+        )
+        # State-independent std: the paper's smoothness result (its Lemma 1) assumes exactly this policy.
+        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+
+    def get_value(self, x):
+        return self.critic(x)
+
+    def get_action_and_value(self, x, action=None):
+        action_mean = self.actor_mean(x)
+        action_std = torch.exp(self.actor_logstd.expand_as(action_mean))
+        probs = Normal(action_mean, action_std)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+
+
+@dataclass
+class Rollout:
+    """One iteration's storage, [num_steps, num_envs, ...]; dones[t] says obs[t] ended an episode, so under
+    next-step autoreset step t is the env's reset step: its action was ignored and it is no transition."""
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    values: torch.Tensor
+
+
+def collect_rollout(envs, agent, rollout, next_obs, next_done, device):
+    """Steps every env num_steps times with the current policy; returns the next obs/done and the
+    (return, length) of every episode that finished."""
+    episodes = []
+    for step in range(rollout.obs.shape[0]):
+        rollout.obs[step] = next_obs
+        rollout.dones[step] = next_done
+        with torch.no_grad():
+            action, logprob, _, value = agent.get_action_and_value(next_obs)
+        rollout.values[step] = value.flatten()
+        rollout.actions[step] = action
+        rollout.logprobs[step] = logprob
+        obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+        next_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
+        rollout.rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+        if "episode" in infos:
+            for i in np.flatnonzero(infos["_episode"]):
+                episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+    return next_obs, next_done, episodes
+
+
+def flatten_transitions(rollout, advantages, returns):
+    """The iteration's batch (obs, actions, logprobs, advantages, returns, values) over every (step, env) that is
+    a real transition: reset steps of next-step autoreset are left out."""
+    valid = (rollout.dones.reshape(-1) == 0).nonzero().squeeze(1)
+    return tuple(x.flatten(0, 1)[valid] for x in (
+        rollout.obs, rollout.actions, rollout.logprobs, advantages, returns, rollout.values))
+
+
+def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Generalised advantage estimation as CleanRL (a truncated episode is not bootstrapped). The value and
+    reward of a reset step never reach a real transition: the transition before it has nextnonterminal = 0."""
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def ppo_loss(agent, obs, actions, old_logprobs, advantages, returns, old_values, args):
+    """CleanRL's clipped surrogate + clipped value loss on one minibatch; returns the loss and its diagnostics."""
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
+    logratio = newlogprob - old_logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+    if args.norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    pg_loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+    newvalue = newvalue.view(-1)
+    if args.clip_vloss:
+        v_loss_unclipped = (newvalue - returns) ** 2
+        v_clipped = old_values + torch.clamp(newvalue - old_values, -args.clip_coef, args.clip_coef)
+        v_loss = 0.5 * torch.max(v_loss_unclipped, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+    return loss, dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss,
+                      old_approx_kl=old_approx_kl, approx_kl=approx_kl, clipfrac=clipfrac)
+
+
+# ---- KL profiling: the paper's sequential and reference KL within one iteration ----
+
+def diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
+    """KL(p || q) of diagonal Gaussians, summed over the last (action) dimension. Written with expm1 so that the
+    tiny divergences between consecutive snapshots do not drown in cancellation."""
+    r = logstd_q - logstd_p
+    return (0.5 * (torch.expm1(-2 * r) + 2 * r) + 0.5 * (mean_p - mean_q) ** 2 * torch.exp(-2 * logstd_q)).sum(-1)
+
+
+def kl_profile(means, logstds, max_elements=2**22):
+    """For snapshots 0..n-1 (means [n, S, A] on S states, logstds [n, A]): seq_kl[i] = E_s KL(pi_{i+1} || pi_i)
+    and ref_kl[i] = E_s KL(pi_{n-1} || pi_i), in float64, in chunks that bound temporary memory."""
+    n = means.shape[0]
+    chunk = max(1, max_elements // (means.shape[1] * means.shape[2]))
+    seq_kl = torch.empty(n - 1, dtype=torch.float64, device=means.device)
+    ref_kl = torch.empty(n, dtype=torch.float64, device=means.device)
+    final_mean, final_logstd = means[-1].double(), logstds[-1].double()
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        m, ls = means[lo:hi].double(), logstds[lo:hi, None, :].double()
+        ref_kl[lo:hi] = diag_gaussian_kl(final_mean, final_logstd, m, ls).mean(1)
+        if lo < n - 1:
+            top = min(hi, n - 1)
+            m_next, ls_next = means[lo + 1:top + 1].double(), logstds[lo + 1:top + 1, None, :].double()
+            seq_kl[lo:top] = diag_gaussian_kl(m_next, ls_next, m[:top - lo], ls[:top - lo]).mean(1)
+    return seq_kl, ref_kl
+
+
+def contraction_rate(ref_kl, updates):
+    """gamma_D of the paper's Assumption 4, KL(pi^U || pi^i) ~ C gamma_D^i: exp of the least-squares slope of
+    log ref_kl against the update index (the final, zero entry excluded). NaN when under two points."""
+    keep = ref_kl[:-1] > 0
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.exp(np.polyfit(updates[:-1][keep], np.log(ref_kl[:-1][keep]), 1)[0]))
+
+
+def actor_means(states, weights):
+    """Agent.actor_mean(states) from a copy of its weights (w1, b1, w2, b2, w3, b3)."""
+    w1, b1, w2, b2, w3, b3 = weights
+    return F.linear(torch.tanh(F.linear(torch.tanh(F.linear(states, w1, b1)), w2, b2)), w3, b3)
+
+
+class SnapshotStore:
+    """The policy after every kept minibatch update, as its Gaussian on a fixed sample of the iteration's states.
+    The update loop only copies the actor's weights on the device (no module copies, no host sync); a worker
+    thread turns them into means in a preallocated buffer, so on a CPU the forward passes run on a core the
+    single-threaded update loop leaves idle. A bounded queue caps the weights waiting in memory."""
+
+    def __init__(self, max_updates, kl_every, num_states, act_dim, device):
+        self.kl_every = kl_every
+        capacity = max_updates // kl_every + 2
+        self.means = torch.zeros(capacity, num_states, act_dim, device=device)
+        self.logstds = torch.zeros(capacity, act_dim, device=device)
+        self.pending = queue.Queue(maxsize=256)
+        self.error = None
+        threading.Thread(target=self._evaluate_pending, daemon=True).start()
+
+    def nbytes(self):
+        return self.means.nelement() * self.means.element_size() + self.logstds.nelement() * self.logstds.element_size()
+
+    @torch.no_grad()
+    def _evaluate_pending(self):
+        while True:
+            k, states, weights = self.pending.get()
+            try:
+                self.means[k, : len(states)] = actor_means(states, weights)
+            except Exception as e:  # surfaced by finish_iteration; the queue must still drain
+                self.error = e
+            self.pending.task_done()
+
+    @torch.no_grad()
+    def _take(self, agent, update, epoch, minibatch):
+        k = len(self.updates)
+        self.logstds[k] = agent.actor_logstd[0]
+        self.pending.put((k, self.states, [p.detach().clone() for p in agent.actor_mean.parameters()]))
+        self.updates.append(update)
+        self.epochs.append(epoch)
+        self.minibatches.append(minibatch)
+
+    def begin_iteration(self, agent, states):
+        self.states, self.updates, self.epochs, self.minibatches = states, [], [], []
+        self._take(agent, 0, -1, -1)
+        self.last = (0, -1, -1)
+
+    def record(self, agent, update, epoch, minibatch):
+        self.last = (update, epoch, minibatch)
+        if update % self.kl_every == 0:
+            self._take(agent, update, epoch, minibatch)
+
+    def finish_iteration(self, agent):
+        """Keeps the final policy pi^U, waits for the worker, and returns the iteration's profile (numpy)."""
+        if self.updates[-1] != self.last[0]:
+            self._take(agent, *self.last)
+        self.pending.join()
+        if self.error is not None:
+            raise RuntimeError("KL snapshot evaluation failed") from self.error
+        n, s = len(self.updates), len(self.states)
+        seq_kl, ref_kl = kl_profile(self.means[:n, :s], self.logstds[:n])
+        updates = np.array(self.updates)
+        profile = dict(seq_kl=seq_kl.cpu().numpy(), ref_kl=ref_kl.cpu().numpy(), update=updates,
+                       epoch=np.array(self.epochs[1:]), minibatch=np.array(self.minibatches[1:]))
+        profile["gamma_D"] = contraction_rate(profile["ref_kl"], updates)
+        profile["ref_kl_decrease_frac"] = float(np.mean(np.diff(profile["ref_kl"]) < 0)) if n > 1 else float("nan")
+        return profile
+
+    def snapshots(self):
+        n, s = len(self.updates), len(self.states)
+        return dict(states=self.states.cpu().numpy(), means=self.means[:n, :s].cpu().numpy(), logstds=self.logstds[:n].cpu().numpy())
+
+
+def save_npz_atomic(path, **arrays):
+    """Writes to a temporary name, then renames, so a crash never leaves a half-written file behind."""
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def evaluate(model_path, env_id, eval_episodes, device, gamma, norm_stats):
+    """Runs the saved agent with the saved normalisation statistics frozen; returns the episodic returns."""
+    saved = torch.load(model_path, map_location=device, weights_only=False)
+    envs = make_envs(env_id, 1, gamma, norm_stats)
+    set_norm_stats(envs, saved["norm_stats"], frozen=True)
+    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space.shape[0]).to(device)
+    agent.load_state_dict(saved["agent"])
+    obs, _ = envs.reset(seed=saved["args"]["seed"] + 10_000)
+    episodic_returns = []
+    while len(episodic_returns) < eval_episodes:
+        with torch.no_grad():
+            actions, _, _, _ = agent.get_action_and_value(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        obs, _, _, _, infos = envs.step(actions.cpu().numpy())
+        if "episode" in infos and infos["_episode"][0]:
+            episodic_returns.append(float(infos["episode"]["r"][0]))
+    envs.close()
+    return episodic_returns
+
+
+if __name__ == "__main__":
+    args = check_args(tyro.cli(Args))
+    run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.runs_dir, run_name)
+    if os.path.exists(os.path.join(run_dir, "args.json")):
+        fail(f"run folder {run_dir} already holds a run; pick another --run-name or --runs-dir, or delete it")
+    try:
+        os.makedirs(os.path.join(run_dir, "kl") if args.kl else run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(asdict(args) | {"run_name": run_name}, f, indent=2)
+    except OSError as e:
+        fail(f"cannot write into --runs-dir {args.runs_dir}: {e}")
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, monitor_gym=True, save_code=True, dir=run_dir)
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.num_threads)
+    # Argument checks cost a host sync per call; a non-finite policy is caught once per iteration below instead.
+    torch.distributions.Distribution.set_default_validate_args(False)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    quiet_mujoco()
+    envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, args.capture_video, run_dir)
+    if not isinstance(envs.single_action_space, gym.spaces.Box):
+        fail(f"--env-id {args.env_id} has a {type(envs.single_action_space).__name__} action space; only continuous (Box) action spaces are supported")
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+
+    agent = Agent(obs_dim, act_dim).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    num_updates_max = args.update_epochs * args.num_minibatches
+    kl_states = args.kl_num_states or args.batch_size
+    store = SnapshotStore(num_updates_max, args.kl_every, kl_states, act_dim, device) if args.kl else None
+    # Its own generator, so that profiling on or off leaves the training run bit-for-bit the same.
+    kl_generator = torch.Generator(device=device).manual_seed(args.seed)
+    print(f"{run_dir}: {args.env_id} on {device}, {args.num_envs} envs x {args.num_steps} steps, "
+          f"{args.num_minibatches} minibatches x {args.minibatch_size} x {args.update_epochs} epochs, "
+          f"{args.num_iterations} iterations" + (f", KL store {store.nbytes() / 2**20:.0f} MiB" if store else ""), flush=True)
+
+    # ALGO Logic: Storage setup
+    shape = (args.num_steps, args.num_envs)
+    rollout = Rollout(
+        obs=torch.zeros(shape + (obs_dim,), device=device), actions=torch.zeros(shape + (act_dim,), device=device),
+        logprobs=torch.zeros(shape, device=device), rewards=torch.zeros(shape, device=device),
+        dones=torch.zeros(shape, device=device), values=torch.zeros(shape, device=device),
+    )
+    update_losses = torch.zeros(num_updates_max, device=device)
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs, _ = envs.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+    next_done = torch.zeros(args.num_envs, device=device)
+    recent_returns = []
+
+    try:
+        for iteration in range(1, args.num_iterations + 1):
+            # Annealing the rate if instructed to do so.
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / args.num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            next_obs, next_done, episodes = collect_rollout(envs, agent, rollout, next_obs, next_done, device)
+            for step, episodic_return, episodic_length in episodes:
+                episode_step = global_step + (step + 1) * args.num_envs
+                writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
+                writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
+            global_step += args.batch_size
+            recent_returns = [r for _, r, _ in episodes] or recent_returns
+
+            # bootstrap value if not done
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs).reshape(1, -1)
+                advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.dones, next_value, next_done,
+                                                  args.gamma, args.gae_lambda)
+
+            batch = flatten_transitions(rollout, advantages, returns)
+            b_obs, b_values, b_returns, num_transitions = batch[0], batch[5], batch[4], len(batch[0])
+
+            if args.kl:
+                kl_idx = torch.randperm(num_transitions, device=device, generator=kl_generator)[:kl_states]
+                store.begin_iteration(agent, b_obs[kl_idx])
+
+            # Optimizing the policy and value network
+            clipfrac_sum = torch.zeros((), device=device)
+            update = 0
+            for epoch in range(args.update_epochs):
+                b_inds = torch.randperm(num_transitions, device=device)
+                for minibatch, mb_inds in enumerate(torch.tensor_split(b_inds, args.num_minibatches)):
+                    loss, stats = ppo_loss(agent, *(x[mb_inds] for x in batch), args)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    update_losses[update] = loss.detach()
+                    clipfrac_sum += stats["clipfrac"]
+                    update += 1
+                    if args.kl:
+                        store.record(agent, update, epoch, minibatch)
+                if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
+                    break
+
+            nonfinite = (~torch.isfinite(update_losses[:update])).nonzero()
+            if len(nonfinite):
+                first = int(nonfinite[0])
+                fail(f"non-finite loss at iteration {iteration} (epoch {first // args.num_minibatches}, minibatch "
+                     f"{first % args.num_minibatches}); stopping. Everything logged before it is in {run_dir}")
+
+            y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+            # TRY NOT TO MODIFY: record rewards for plotting purposes
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl"):
+                writer.add_scalar(f"losses/{name}", stats[name].item(), global_step)
+            writer.add_scalar("losses/clipfrac", (clipfrac_sum / update).item(), global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+            sps = int(global_step / (time.time() - start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+
+            line = f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps}"
+            if recent_returns:
+                line += f" return {np.mean(recent_returns):.1f}"
+            if args.kl:
+                profile = store.finish_iteration(agent)
+                writer.add_scalar("kl/seq_kl_mean", profile["seq_kl"].mean(), global_step)
+                writer.add_scalar("kl/ref_kl_start", profile["ref_kl"][0], global_step)
+                writer.add_scalar("kl/ref_kl_decrease_frac", profile["ref_kl_decrease_frac"], global_step)
+                writer.add_scalar("kl/gamma_D", profile["gamma_D"], global_step)
+                writer.add_scalar("kl/num_updates", update, global_step)
+                save_npz_atomic(
+                    os.path.join(run_dir, "kl", f"iter_{iteration:05d}.npz"),
+                    iteration=iteration, global_step=global_step, num_envs=args.num_envs, num_steps=args.num_steps,
+                    minibatch_size=args.minibatch_size, num_minibatches=args.num_minibatches, num_updates=update,
+                    kl_every=args.kl_every, num_transitions=num_transitions, env_id=args.env_id, seed=args.seed,
+                    **profile, **(store.snapshots() if args.kl_save_snapshots else {}),
+                )
+                line += f" seq_kl {profile['seq_kl'].mean():.2e} KL(U||0) {profile['ref_kl'][0]:.2e}"
+            print(line, flush=True)
+            writer.flush()
+
+        summary = dict(global_step=global_step, iterations=args.num_iterations, wall_time_s=time.time() - start_time,
+                       final_returns=recent_returns)
+        if args.save_model:
+            model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
+            torch.save(dict(agent=agent.state_dict(), norm_stats=get_norm_stats(envs), args=asdict(args)), model_path)
+            print(f"model saved to {model_path}")
+            eval_returns = evaluate(model_path, args.env_id, args.eval_episodes, device, args.gamma, args.norm_stats)
+            for idx, episodic_return in enumerate(eval_returns):
+                writer.add_scalar("eval/episodic_return", episodic_return, idx)
+            summary["eval_returns"] = eval_returns
+            print(f"evaluation over {len(eval_returns)} episodes: {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f}")
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    finally:
+        envs.close()
+        writer.close()

@@ -1,0 +1,41 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "ppo_continuous_kl.py")
+sys.path.insert(0, ROOT)
+
+# 4 envs x 32 steps, 4 minibatches of 32, 10 epochs: U = 40 updates per iteration, 2 iterations.
+TINY = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--total-timesteps", "256"]
+
+
+def run_script(runs_dir, run_name, *flags, check=True):
+    """Runs the training script as a user would; returns the finished process and its run folder."""
+    cmd = [sys.executable, SCRIPT, "--runs-dir", str(runs_dir), "--run-name", run_name, *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc, os.path.join(str(runs_dir), run_name)
+
+
+def load_kl(run_dir):
+    kl_dir = os.path.join(run_dir, "kl")
+    return [dict(np.load(os.path.join(kl_dir, f))) for f in sorted(os.listdir(kl_dir))]
+
+
+def load_args(run_dir):
+    with open(os.path.join(run_dir, "args.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny real HalfCheetah-v5 run with snapshots and a saved model, shared by the tests that read it."""
+    _, run_dir = run_script(tmp_path_factory.mktemp("runs"), "tiny", *TINY, "--kl-save-snapshots",
+                            "--save-model", "--eval-episodes", "1")
+    return run_dir

@@ -1,0 +1,79 @@
+"""The KL maths against torch.distributions, computed independently."""
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Independent, Normal, kl_divergence
+
+from ppo_continuous_kl import contraction_rate, diag_gaussian_kl, kl_profile
+
+
+def reference_kl(mean_p, logstd_p, mean_q, logstd_q):
+    p = Independent(Normal(mean_p, logstd_p.exp()), 1)
+    q = Independent(Normal(mean_q, logstd_q.exp()), 1)
+    return kl_divergence(p, q)
+
+
+@pytest.mark.parametrize("act_dim", [1, 6, 17])
+@pytest.mark.parametrize("logstd_scale", [0.1, 1.0, 5.0])
+def test_diag_gaussian_kl_matches_torch(act_dim, logstd_scale):
+    g = torch.Generator().manual_seed(act_dim)
+    shape = (256, act_dim)
+    mean_p, mean_q = torch.randn(shape, generator=g, dtype=torch.float64) * 3, torch.randn(shape, generator=g, dtype=torch.float64) * 3
+    logstd_p = torch.randn(shape, generator=g, dtype=torch.float64) * logstd_scale
+    logstd_q = torch.randn(shape, generator=g, dtype=torch.float64) * logstd_scale
+    ours = diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q)
+    assert ours.shape == (256,)
+    torch.testing.assert_close(ours, reference_kl(mean_p, logstd_p, mean_q, logstd_q), rtol=1e-9, atol=1e-12)
+
+
+def test_diag_gaussian_kl_extreme_stds_and_broadcast():
+    # std from e^-8 to e^8 and a logstd of shape [A] broadcast over states, as the snapshot store uses it
+    mean_p, mean_q = torch.zeros(4, 3, dtype=torch.float64), torch.full((4, 3), 0.5, dtype=torch.float64)
+    logstd_p = torch.tensor([-8.0, 0.0, 8.0], dtype=torch.float64)
+    logstd_q = torch.tensor([8.0, -8.0, 0.0], dtype=torch.float64)
+    ours = diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q)
+    expected = reference_kl(mean_p, logstd_p.expand(4, 3), mean_q, logstd_q.expand(4, 3))
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=0.0)
+    assert torch.isfinite(ours).all()
+
+
+def test_diag_gaussian_kl_tiny_divergences_do_not_cancel():
+    # consecutive snapshots differ by ~1e-7 in log-std; the naive formula loses this to rounding
+    logstd_p = torch.zeros(5, dtype=torch.float64)
+    logstd_q = torch.full((5,), 1e-7, dtype=torch.float64)
+    ours = diag_gaussian_kl(torch.zeros(5, dtype=torch.float64), logstd_p, torch.zeros(5, dtype=torch.float64), logstd_q)
+    # KL = sum_d (r + e^{-2r}/2 - 1/2) = sum_d r^2 (1 - 2r/3 + ...) for log-std gap r
+    r = 1e-7
+    assert ours.item() == pytest.approx(5 * r**2 * (1 - 2 * r / 3), rel=1e-6)
+
+
+def test_diag_gaussian_kl_is_zero_on_identical_and_positive_otherwise():
+    m, ls = torch.randn(10, 4), torch.randn(4)
+    assert torch.equal(diag_gaussian_kl(m, ls, m, ls), torch.zeros(10))
+    assert (diag_gaussian_kl(m, ls, m + 0.1, ls) > 0).all()
+
+
+def test_kl_profile_against_a_loop_over_snapshots():
+    g = torch.Generator().manual_seed(0)
+    n, states, act_dim = 23, 9, 5
+    means = torch.randn(n, states, act_dim, generator=g)
+    logstds = torch.randn(n, act_dim, generator=g) * 0.3
+    # a chunk of 2 snapshots forces the chunked path, including a last chunk of one
+    seq_kl, ref_kl = kl_profile(means, logstds, max_elements=2 * states * act_dim)
+    assert seq_kl.shape == (n - 1,) and ref_kl.shape == (n,)
+    m, ls = means.double(), logstds.double()
+    for i in range(n - 1):
+        expected = reference_kl(m[i + 1], ls[i + 1].expand(states, act_dim), m[i], ls[i].expand(states, act_dim)).mean()
+        assert seq_kl[i].item() == pytest.approx(expected.item(), rel=1e-9)
+    for i in range(n):
+        expected = reference_kl(m[-1], ls[-1].expand(states, act_dim), m[i], ls[i].expand(states, act_dim)).mean()
+        assert ref_kl[i].item() == pytest.approx(expected.item(), rel=1e-9, abs=1e-15)
+    assert ref_kl[-1].item() == 0.0
+
+
+def test_contraction_rate_recovers_a_geometric_decay():
+    updates = np.arange(0, 101, 5)
+    ref_kl = 0.3 * 0.97 ** updates.astype(float)
+    ref_kl[-1] = 0.0  # the final snapshot against itself
+    assert contraction_rate(ref_kl, updates) == pytest.approx(0.97, rel=1e-9)
+    assert np.isnan(contraction_rate(np.array([0.1, 0.0]), np.array([0, 1])))
