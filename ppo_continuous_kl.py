@@ -4,6 +4,7 @@
 import difflib
 import importlib
 import json
+import math
 import os
 import queue
 import random
@@ -139,12 +140,13 @@ def check_args(args: Args) -> Args:
             fail(f"--{flag.replace('_', '-')} must be in [0, 1], got {getattr(args, flag)}")
     args.batch_size = args.num_envs * args.num_steps
     b = args.batch_size
-    divisors = [d for d in (50, 100, 250, 500, 1000, 64, 128, 256, 512) if b % d == 0]
-    if args.minibatch_size is not None and (args.minibatch_size <= 0 or b % args.minibatch_size):
-        fail(f"--minibatch-size must be a positive divisor of num_envs x num_steps = {b} (e.g. {divisors[:4]}), "
-             f"got {args.minibatch_size}")
-    if args.num_minibatches is not None and (args.num_minibatches <= 0 or b % args.num_minibatches):
-        fail(f"--num-minibatches must be a positive divisor of num_envs x num_steps = {b}, got {args.num_minibatches}")
+    for flag in ("minibatch_size", "num_minibatches"):
+        value = getattr(args, flag)
+        if value is not None and (value <= 0 or b % value):
+            divisors = {d for i in range(1, math.isqrt(b) + 1) if b % i == 0 for d in (i, b // i)}
+            nearest = sorted(divisors, key=lambda d: abs(d - value))[:4]
+            fail(f"--{flag.replace('_', '-')} must be a positive divisor of num_envs x num_steps = {b} "
+                 f"(nearest: {', '.join(map(str, sorted(nearest)))}), got {value}")
     if args.minibatch_size is not None and args.num_minibatches is not None \
             and args.minibatch_size * args.num_minibatches != b:
         fail(f"--minibatch-size {args.minibatch_size} and --num-minibatches {args.num_minibatches} disagree: "
@@ -173,7 +175,7 @@ def check_args(args: Args) -> Args:
     except ImportError as e:
         fail(f"--env-id {args.env_id!r}: cannot import {module!r} to register it ({e})")
     if env_name not in gym.registry:
-        close = difflib.get_close_matches(env_name, list(gym.registry), n=5, cutoff=0.5)
+        close = difflib.get_close_matches(env_name, list(gym.registry), n=5, cutoff=0.6)
         fail(f"--env-id {args.env_id!r} is not a registered Gymnasium env" + (f"; close matches: {', '.join(close)}" if close else ""))
     if args.run_name is not None and (not args.run_name or "/" in args.run_name):
         fail(f"--run-name must be a non-empty folder name without '/', got {args.run_name!r}")

@@ -17,7 +17,8 @@ TINY = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--tot
 def run_script(runs_dir, run_name, *flags, check=True):
     """Runs the training script as a user would; returns the finished process and its run folder."""
     cmd = [sys.executable, SCRIPT, "--runs-dir", str(runs_dir), "--run-name", run_name, *flags]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # run from a scratch folder, so that anything written into the working directory shows
+    proc = subprocess.run(cmd, cwd=os.path.dirname(str(runs_dir)), capture_output=True, text=True, timeout=600)
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc, os.path.join(str(runs_dir), run_name)
@@ -36,6 +37,31 @@ def load_args(run_dir):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One tiny real HalfCheetah-v5 run with snapshots and a saved model, shared by the tests that read it."""
-    _, run_dir = run_script(tmp_path_factory.mktemp("runs"), "tiny", *TINY, "--kl-save-snapshots",
-                            "--save-model", "--eval-episodes", "1")
+    scratch = tmp_path_factory.mktemp("scratch")
+    proc, run_dir = run_script(scratch / "runs", "tiny", *TINY, "--kl-save-snapshots", "--save-model", "--eval-episodes", "1")
+    (scratch / "console.txt").write_text(proc.stdout + proc.stderr)
     return run_dir
+
+
+def run_sweep(script, *flags, check=True):
+    proc = subprocess.run(["bash", os.path.join(ROOT, script), *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    if check:
+        assert proc.returncode == 0, f"{script} {flags} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+# Tiny real sweeps on InvertedPendulum-v5 (episodes of a few steps, so returns get logged): 3 iterations each.
+TINY_MINIBATCH = ["--envs", "InvertedPendulum-v5", "--sizes", "32 64", "--seeds", "1 2", "--num-envs", "4",
+                  "--num-steps", "32", "--total-timesteps", "384", "--jobs", "2"]
+TINY_ENV_ROLLOUT = ["--envs", "InvertedPendulum-v5", "--shapes", "4x32 8x16", "--minibatch-size", "32",
+                    "--seeds", "1 2", "--total-timesteps", "384", "--jobs", "2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweeps(tmp_path_factory):
+    """Both sweeps run for real at a tiny scale; returns their runs folders."""
+    root = tmp_path_factory.mktemp("sweeps")
+    run_sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(root / "minibatch"))
+    run_sweep("sweep_env_rollout.sh", *TINY_ENV_ROLLOUT, "--runs-dir", str(root / "env_rollout"))
+    return root / "minibatch", root / "env_rollout"

@@ -79,6 +79,15 @@ def test_tensorboard_tags_args_and_summary(tiny_run):
     assert summary["global_step"] == 256 and len(summary["eval_returns"]) == 1
 
 
+def test_console_and_working_directory_stay_clean(tiny_run):
+    scratch = os.path.dirname(os.path.dirname(tiny_run))
+    assert sorted(os.listdir(scratch)) == ["console.txt", "runs"]  # no MUJOCO_LOG.TXT beside the runs
+    with open(os.path.join(scratch, "console.txt")) as f:
+        console = f.read()
+    assert "settotalmass" not in console and "Warning" not in console
+    assert "iter 2/2 step 256" in console and "evaluation over 1 episodes" in console
+
+
 def test_saved_model_carries_frozen_normalisation(tiny_run):
     saved = torch.load(os.path.join(tiny_run, "ppo_continuous_kl.pt"), weights_only=False)
     stats = saved["norm_stats"]
