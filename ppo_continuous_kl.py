@@ -31,12 +31,12 @@ from torch.utils.tensorboard import SummaryWriter
 class Args:
     """PPO-Clip (CleanRL's ppo_continuous_action.py, same defaults) with per-minibatch KL profiling.
 
-    Differs from CleanRL where Gymnasium 1.x or the study requires it: env_id defaults to HalfCheetah-v5;
-    next-step autoreset, and the reset step after each episode end is dropped from the batch (it is no
-    transition), so minibatches can hold slightly fewer samples than --minibatch-size; observation/reward
-    normalisation statistics are shared by all envs (--norm-stats per-env restores CleanRL's); torch uses
-    --num-threads 1 (two threads make these small networks several times slower on a 2-core CPU);
-    --save-model evaluates with the training statistics frozen; upload_model/hf_entity are not offered.
+    Differs from CleanRL where Gymnasium 1.x or the study requires it: env_id defaults to HalfCheetah-v5; autoreset
+    is next-step, and the reset step after each episode's end is left out of the batch (it is no transition), so a
+    minibatch can hold a few samples fewer than the minibatch size; observation/reward normalisation statistics are
+    shared by all envs (`--norm-stats per-env` restores CleanRL's); torch runs one CPU thread by default (two make
+    these small networks several times slower on a 2-core CPU); `--save-model` also saves the normalisation
+    statistics and evaluates with them frozen; upload_model and hf_entity are not offered.
     """
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -110,11 +110,9 @@ class Args:
     kl: bool = True
     """profile seq_kl and ref_kl over every iteration's minibatch updates"""
     kl_num_states: Optional[int] = None
-    """rollout states the KL is averaged over, a fixed random sample per iteration (default 1024, or the
-    whole batch when smaller; 0 = all)"""
+    """rollout states the KL is averaged over, a fixed random sample per iteration (default 1024, or the whole batch when smaller; 0 = all)"""
     kl_every: int = 1
-    """keep every K-th snapshot (and always the last). The store holds (updates/K + 2) x states x
-    action-dim float32 means: 0.65 GiB at Humanoid, 10,000 updates, 1024 states"""
+    """keep every K-th snapshot (and always the last). Memory: (updates/K + 2) x states x action-dim float32 means, e.g. 0.65 GiB at Humanoid-v5 with 10,000 updates and 1024 states"""
     kl_save_snapshots: bool = False
     """also save the states, means and log-stds of every kept snapshot in the kl/ files"""
 
