@@ -1,5 +1,5 @@
-# Shared by sweep_minibatch.sh and sweep_env_rollout.sh (sourced, not run): the job runner.
-# The caller fills NAMES (run names) and CMDS (one shell-quoted command each), and sets RUNS_DIR, JOBS, DRY_RUN.
+# Shared by sweep_minibatch.sh and sweep_env_rollout.sh (sourced, not run): option parsing, run naming, the
+# job runner. The caller sets the defaults and usage(), then fills NAMES and CMDS with add_training_run.
 
 # The value of option $1, or an error when it has none.
 value() {
@@ -13,18 +13,66 @@ value() {
 # "a,b c" -> "a b c"
 words() { echo "${1//,/ }"; }
 
-# Adds one run: run name, then the command's words.
-add_run() {
-  local name=$1
-  shift
+# Adds the training run of one setting, named by it: env, seed, N_env, N_rollout, minibatch size.
+add_training_run() {
+  local env=$1 seed=$2 num_envs=$3 num_steps=$4 size=$5
+  local name="${env}__${num_envs}x${num_steps}__mb${size}__s${seed}"
   NAMES+=("$name")
-  CMDS+=("$(printf '%q ' "$@")")
+  CMDS+=("$(printf '%q ' "$PYTHON" "$HERE/ppo_continuous_kl.py" --env-id "$env" --seed "$seed" \
+    --num-envs "$num_envs" --num-steps "$num_steps" --minibatch-size "$size" \
+    --total-timesteps "$TOTAL_TIMESTEPS" --runs-dir "$RUNS_DIR" --run-name "$name" ${EXTRA[@]+"${EXTRA[@]}"})")
 }
 
 default_jobs() {
   # One run per core: a run is single-threaded (torch --num-threads 1; the KL worker thread uses the time the
-  # update loop leaves), so more runs than cores only slow each other down.
+  # update loop leaves), so more runs than cores only slow each other down. With a GPU the env stepping still
+  # runs on the CPU, so the cores stay the limit.
   nproc 2>/dev/null || echo 1
+}
+
+# What both sweeps do, for their --help.
+sweep_description() {
+  cat <<TEXT
+N runs at a time, each run's output in RUNS_DIR/logs/NAME.log, a line per finished run. Run names are
+ENV__{N_env}x{N_rollout}__mb{SIZE}__s{SEED}; a second launch skips runs that completed (their folder holds
+summary.json) and starts again those that failed or were cut short. A failed run does not stop the others;
+the sweep then exits 1 and lists them.
+TEXT
+}
+
+# The options both sweeps take, for their --help.
+common_usage() {
+  cat <<TEXT
+  --envs "A B"            envs (default: $ENVS)
+  --seeds "1 2"           seeds (default: $SEEDS)
+  --total-timesteps N     env steps per run (default: $TOTAL_TIMESTEPS; the paper does not state its own)
+  --runs-dir DIR          where the run folders go (default: $RUNS_DIR)
+  --jobs N                runs at a time (default: one per core, $(default_jobs) here, since a run is single-threaded)
+  --dry-run               print one command per line, run nothing
+  -h, --help              this text
+TEXT
+}
+
+# Parses one option that both sweeps take; sets CONSUMED to the number of words it used.
+parse_common_option() {
+  case $1 in
+    --envs) ENVS=$(value "$@"); CONSUMED=2 ;;
+    --seeds) SEEDS=$(value "$@"); CONSUMED=2 ;;
+    --total-timesteps) TOTAL_TIMESTEPS=$(value "$@"); CONSUMED=2 ;;
+    --runs-dir) RUNS_DIR=$(value "$@"); CONSUMED=2 ;;
+    --jobs) JOBS=$(value "$@"); CONSUMED=2 ;;
+    --dry-run) DRY_RUN=1; CONSUMED=1 ;;
+    -h | --help) usage; exit 0 ;;
+    --) CONSUMED=$#; shift; EXTRA=("$@") ;;
+    *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+}
+
+# Checks the options both sweeps take, once parsed.
+check_common_options() {
+  check_positive_int --total-timesteps "$TOTAL_TIMESTEPS"
+  JOBS=${JOBS:-$(default_jobs)}
+  check_positive_int --jobs "$JOBS"
 }
 
 hms() { printf '%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }

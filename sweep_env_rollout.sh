@@ -18,23 +18,14 @@ usage() {
   cat <<USAGE
 usage: $0 [options] [-- extra flags for ppo_continuous_kl.py]
 
-Runs ppo_continuous_kl.py for every env x (N_env x N_rollout) shape x seed, N at a time, each run's output in
-RUNS_DIR/logs/NAME.log. Run names are ENV__{N_env}x{N_rollout}__mb{SIZE}__s{SEED}; a second launch skips
-runs that completed (their folder holds summary.json) and starts again those that failed or were cut short.
-Exits non-zero, listing them, if any run failed.
+Runs ppo_continuous_kl.py for every env x (N_env x N_rollout) shape x seed.
+$(sweep_description)
 
-  --envs "A B"            envs (default: $ENVS)
-  --seeds "1 2"           seeds (default: $SEEDS)
   --shapes "1000x50 ..."  N_env x N_rollout settings (default: $SHAPES)
   --minibatch-size N      the fixed minibatch size (default: $MINIBATCH_SIZE, i.e. 50 minibatches of a 50,000
                           batch. The paper does not print it for this study; 1000 is the largest size of its
                           minibatch study, whose 500 x 100 : 50 x 1000 setting this sweep then shares)
-  --total-timesteps N     env steps per run (default: $TOTAL_TIMESTEPS; the paper does not state its own)
-  --runs-dir DIR          where the run folders go (default: $RUNS_DIR)
-  --jobs N                runs at a time (default: the number of cores, $(nproc 2>/dev/null || echo 1) here:
-                          one single-threaded run per core)
-  --dry-run               print one command per line, run nothing
-  -h, --help              this text
+$(common_usage)
 USAGE
 }
 
@@ -43,24 +34,14 @@ source "$HERE/sweep_common.sh"
 
 while (($#)); do
   case $1 in
-    --envs) ENVS=$(value "$@"); shift 2 ;;
-    --seeds) SEEDS=$(value "$@"); shift 2 ;;
     --shapes) SHAPES=$(value "$@"); shift 2 ;;
     --minibatch-size) MINIBATCH_SIZE=$(value "$@"); shift 2 ;;
-    --total-timesteps) TOTAL_TIMESTEPS=$(value "$@"); shift 2 ;;
-    --runs-dir) RUNS_DIR=$(value "$@"); shift 2 ;;
-    --jobs) JOBS=$(value "$@"); shift 2 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -h | --help) usage; exit 0 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) parse_common_option "$@"; shift "$CONSUMED" ;;
   esac
 done
 
 check_positive_int --minibatch-size "$MINIBATCH_SIZE"
-check_positive_int --total-timesteps "$TOTAL_TIMESTEPS"
-JOBS=${JOBS:-$(default_jobs)}
-check_positive_int --jobs "$JOBS"
+check_common_options
 
 NAMES=()
 CMDS=()
@@ -78,10 +59,7 @@ for env in $(words "$ENVS"); do
     fi
     for seed in $(words "$SEEDS"); do
       check_int --seeds "$seed"
-      name="${env}__${shape}__mb${MINIBATCH_SIZE}__s${seed}"
-      add_run "$name" "$PYTHON" "$HERE/ppo_continuous_kl.py" --env-id "$env" --seed "$seed" \
-        --num-envs "$num_envs" --num-steps "$num_steps" --minibatch-size "$MINIBATCH_SIZE" \
-        --total-timesteps "$TOTAL_TIMESTEPS" --runs-dir "$RUNS_DIR" --run-name "$name" ${EXTRA[@]+"${EXTRA[@]}"}
+      add_training_run "$env" "$seed" "$num_envs" "$num_steps" "$MINIBATCH_SIZE"
     done
   done
 done
