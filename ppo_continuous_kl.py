@@ -382,29 +382,38 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, returns, old_values,
 # ---- KL profiling: the paper's sequential and reference KL within one iteration ----
 
 def diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
-    """KL(p || q) of diagonal Gaussians, summed over the last (action) dimension. Written with expm1 so that the
-    tiny divergences between consecutive snapshots do not drown in cancellation."""
+    """KL(p || q) of diagonal Gaussians, summed over the last (action) dimension."""
+    return kl_from_mean_gap((mean_p - mean_q) ** 2, logstd_p, logstd_q)
+
+
+def kl_from_mean_gap(sq_gap, logstd_p, logstd_q):
+    """The diagonal-Gaussian KL(p || q) from the squared gap between the means. It is linear in the gap, so the
+    mean KL over states is this of the mean squared gap. expm1 keeps the tiny divergences between consecutive
+    snapshots from drowning in cancellation."""
     r = logstd_q - logstd_p
-    return (0.5 * (torch.expm1(-2 * r) + 2 * r) + 0.5 * (mean_p - mean_q) ** 2 * torch.exp(-2 * logstd_q)).sum(-1)
+    return (0.5 * (torch.expm1(-2 * r) + 2 * r) + 0.5 * sq_gap * torch.exp(-2 * logstd_q)).sum(-1)
+
+
+def mean_sq_gap(means_p, means_q):
+    """E_s (mu_p(s) - mu_q(s))^2 per action dim: [k, S, A] against [k or 1, S, A] -> [k, A], summed in float64."""
+    return torch.linalg.vector_norm(means_p - means_q, dim=1, dtype=torch.float64) ** 2 / means_p.shape[1]
 
 
 def kl_profile(means, logstds, max_elements=2**22):
     """For snapshots 0..n-1 (means [n, S, A] on S states, logstds [n, A]): seq_kl[i] = E_s KL(pi_{i+1} || pi_i)
     and ref_kl[i] = E_s KL(pi_{n-1} || pi_i), in float64, in chunks that bound temporary memory."""
-    n = means.shape[0]
-    chunk = max(1, max_elements // (means.shape[1] * means.shape[2]))
-    seq_kl = torch.empty(n - 1, dtype=torch.float64, device=means.device)
-    ref_kl = torch.empty(n, dtype=torch.float64, device=means.device)
-    final_mean, final_logstd = means[-1].double(), logstds[-1].double()
+    n, num_states, act_dim = means.shape
+    chunk = max(1, max_elements // (num_states * act_dim))
+    ref_gap = torch.empty(n, act_dim, dtype=torch.float64, device=means.device)
+    seq_gap = torch.empty(n - 1, act_dim, dtype=torch.float64, device=means.device)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
-        m, ls = means[lo:hi].double(), logstds[lo:hi, None, :].double()
-        ref_kl[lo:hi] = diag_gaussian_kl(final_mean, final_logstd, m, ls).mean(1)
-        if lo < n - 1:
-            top = min(hi, n - 1)
-            m_next, ls_next = means[lo + 1:top + 1].double(), logstds[lo + 1:top + 1, None, :].double()
-            seq_kl[lo:top] = diag_gaussian_kl(m_next, ls_next, m[:top - lo], ls[:top - lo]).mean(1)
-    return seq_kl, ref_kl
+        ref_gap[lo:hi] = mean_sq_gap(means[-1:], means[lo:hi])
+        top = min(hi, n - 1)
+        if lo < top:
+            seq_gap[lo:top] = mean_sq_gap(means[lo + 1:top + 1], means[lo:top])
+    logstds = logstds.double()
+    return kl_from_mean_gap(seq_gap, logstds[1:], logstds[:-1]), kl_from_mean_gap(ref_gap, logstds[-1:], logstds)
 
 
 def contraction_rate(ref_kl, updates):
