@@ -65,6 +65,8 @@ class Args:
     """name of the run folder (default: {env_id}__{exp_name}__{seed}__{unix time}, as CleanRL)"""
     num_threads: int = 1
     """torch intra-op CPU threads (CleanRL: torch's default, i.e. all cores)"""
+    compile: bool = False
+    """compile the minibatch loss with torch.compile: faster updates after a compile of about half a minute (on a CPU it needs a C++ compiler)"""
 
     # Algorithm specific arguments
     env_id: str = "HalfCheetah-v5"
@@ -566,7 +568,9 @@ if __name__ == "__main__":
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
 
     agent = Agent(obs_dim, act_dim).to(device)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # Adam and the clipping as CleanRL's, in a few fused kernels: the small-minibatch updates are overhead-bound.
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    minibatch_loss = torch.compile(ppo_loss) if args.compile else ppo_loss
     num_updates_max = args.update_epochs * args.num_minibatches
     kl_states = args.kl_num_states or args.batch_size
     store = SnapshotStore(num_updates_max, args.kl_every, kl_states, act_dim, device) if args.kl else None
@@ -627,10 +631,10 @@ if __name__ == "__main__":
             for epoch in range(args.update_epochs):
                 b_inds = torch.randperm(num_transitions, device=device)
                 for minibatch, mb_inds in enumerate(torch.tensor_split(b_inds, args.num_minibatches)):
-                    loss, stats = ppo_loss(agent, *(x[mb_inds] for x in batch), args)
+                    loss, stats = minibatch_loss(agent, *(x[mb_inds] for x in batch), args)
                     optimizer.zero_grad()
                     loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                     optimizer.step()
                     update_losses[update] = loss.detach()
                     clipfrac_sum += stats["clipfrac"]
