@@ -40,23 +40,23 @@ class Args:
     """
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment"""
+    """experiment label, part of the default run name"""
     seed: int = 1
-    """seed of the experiment"""
+    """seeds python, numpy, torch and the envs (env i gets seed + i)"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True` (bitwise-repeatable runs on the CPU)"""
+    """sets `torch.backends.cudnn.deterministic` (runs on a CPU repeat bit for bit either way)"""
     cuda: bool = True
-    """if toggled, cuda is used when available (the CPU otherwise)"""
+    """use a CUDA GPU when there is one; the CPU otherwise"""
     track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases (needs `pip install wandb`)"""
+    """mirror the run to Weights and Biases (needs `pip install wandb`)"""
     wandb_project_name: str = "cleanRL"
-    """the wandb's project name"""
+    """Weights and Biases project"""
     wandb_entity: Optional[str] = None
-    """the entity (team) of wandb's project"""
+    """Weights and Biases team or user owning the project"""
     capture_video: bool = False
-    """whether to capture videos of the agent performances (env 0; needs `pip install moviepy`)"""
+    """record videos of env 0 into the run folder (needs `pip install moviepy`)"""
     save_model: bool = False
-    """whether to save the model (with its normalisation statistics) into the run folder and evaluate it"""
+    """at the end, save the agent and its normalisation statistics into the run folder, then evaluate it"""
     eval_episodes: int = 10
     """episodes of the evaluation that --save-model runs"""
     runs_dir: str = "runs"
@@ -68,43 +68,43 @@ class Args:
     compile: bool = False
     """compile the minibatch loss with torch.compile: faster updates after a compile of about half a minute (on a CPU it needs a C++ compiler)"""
 
-    # Algorithm specific arguments
+    # PPO
     env_id: str = "HalfCheetah-v5"
-    """the id of the environment (any Gymnasium env with a Box action space)"""
+    """Gymnasium env id; any env with a Box action space"""
     total_timesteps: int = 1000000
-    """total timesteps of the experiments"""
+    """environment steps of the whole run, summed over the envs"""
     learning_rate: float = 3e-4
-    """the learning rate of the optimizer"""
+    """Adam step size (the start value when annealed)"""
     num_envs: int = 1
-    """the number of parallel game environments (N_env)"""
+    """parallel environments, N_env"""
     num_steps: int = 2048
-    """the number of steps to run in each environment per policy rollout (N_rollout)"""
+    """steps per environment in each rollout, N_rollout"""
     anneal_lr: bool = True
-    """Toggle learning rate annealing for policy and value networks"""
+    """decay the learning rate linearly to zero over the run"""
     gamma: float = 0.99
-    """the discount factor gamma"""
+    """discount factor"""
     gae_lambda: float = 0.95
-    """the lambda for the general advantage estimation"""
+    """GAE lambda"""
     num_minibatches: Optional[int] = None
-    """the number of mini-batches (default 32 unless --minibatch-size is given)"""
+    """minibatches per epoch (default 32 unless --minibatch-size is given)"""
     minibatch_size: Optional[int] = None
-    """the mini-batch size, an alternative to --num-minibatches; must divide num_envs x num_steps"""
+    """minibatch size, instead of --num-minibatches; must divide num_envs x num_steps"""
     update_epochs: int = 10
-    """the K epochs to update the policy"""
+    """passes over the batch in each iteration"""
     norm_adv: bool = True
-    """Toggles advantages normalization"""
+    """standardise the advantages within each minibatch"""
     clip_coef: float = 0.2
-    """the surrogate clipping coefficient"""
+    """PPO clip range epsilon (also the value-clipping range)"""
     clip_vloss: bool = True
-    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    """clip the value update around the rollout's values, as in the PPO paper's code"""
     ent_coef: float = 0.0
-    """coefficient of the entropy"""
+    """weight of the entropy bonus"""
     vf_coef: float = 0.5
-    """coefficient of the value function"""
+    """weight of the value loss"""
     max_grad_norm: float = 0.5
-    """the maximum norm for the gradient clipping"""
+    """clip the global gradient norm to this"""
     target_kl: Optional[float] = None
-    """the target KL divergence threshold"""
+    """stop an iteration's epochs once the approximate KL of the last minibatch exceeds this"""
     norm_stats: Literal["shared", "per-env"] = "shared"
     """observation/reward normalisation: one running mean/var for all envs, or one per env (CleanRL)"""
 
@@ -118,7 +118,7 @@ class Args:
     kl_save_snapshots: bool = False
     """also save the states, means and log-stds of every kept snapshot in the kl/ files"""
 
-    # to be filled in runtime
+    # derived from the flags above
     batch_size: tyro.conf.Suppress[int] = 0
     num_iterations: tyro.conf.Suppress[int] = 0
 
@@ -361,7 +361,7 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, returns, old_values,
     logratio = newlogprob - old_logprobs
     ratio = logratio.exp()
     with torch.no_grad():
-        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+        # two estimators of KL(old || new) from the ratio: -log r, and the unbiased, lower-variance (r - 1) - log r
         old_approx_kl = (-logratio).mean()
         approx_kl = ((ratio - 1) - logratio).mean()
         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
@@ -550,7 +550,7 @@ if __name__ == "__main__":
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
     )
 
-    # TRY NOT TO MODIFY: seeding
+    # seeding and devices
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -560,7 +560,7 @@ if __name__ == "__main__":
     torch.distributions.Distribution.set_default_validate_args(False)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # env setup
+    # environments
     quiet_mujoco()
     envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, args.capture_video, run_dir)
     if not isinstance(envs.single_action_space, gym.spaces.Box):
@@ -580,7 +580,7 @@ if __name__ == "__main__":
           f"{args.num_minibatches} minibatches x {args.minibatch_size} x {args.update_epochs} epochs, "
           f"{args.num_iterations} iterations" + (f", KL store {store.nbytes() / 2**20:.0f} MiB" if store else ""), flush=True)
 
-    # ALGO Logic: Storage setup
+    # rollout storage, on the device
     shape = (args.num_steps, args.num_envs)
     rollout = Rollout(
         obs=torch.zeros(shape + (obs_dim,), device=device), actions=torch.zeros(shape + (act_dim,), device=device),
@@ -589,7 +589,7 @@ if __name__ == "__main__":
     )
     update_losses = torch.zeros(num_updates_max, device=device)
 
-    # TRY NOT TO MODIFY: start the game
+    # the run
     global_step = 0
     start_time = time.time()
     next_obs, _ = envs.reset(seed=args.seed)
@@ -599,7 +599,7 @@ if __name__ == "__main__":
 
     try:
         for iteration in range(1, args.num_iterations + 1):
-            # Annealing the rate if instructed to do so.
+            # linear learning-rate decay: the first iteration at the full rate, the last at 1/num_iterations of it
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
@@ -612,20 +612,21 @@ if __name__ == "__main__":
             global_step += args.batch_size
             recent_returns = [r for _, r, _ in episodes] or recent_returns
 
-            # bootstrap value if not done
+            # advantages; the value of the state after the rollout closes the last unfinished episodes
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)
                 advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.dones, next_value, next_done,
                                                   args.gamma, args.gae_lambda)
 
             batch = flatten_transitions(rollout, advantages, returns)
-            b_obs, b_values, b_returns, num_transitions = batch[0], batch[5], batch[4], len(batch[0])
+            b_obs, _, _, _, b_returns, b_values = batch
+            num_transitions = len(b_obs)
 
             if args.kl:
                 kl_idx = torch.randperm(num_transitions, device=device, generator=kl_generator)[:kl_states]
                 store.begin_iteration(agent, b_obs[kl_idx])
 
-            # Optimizing the policy and value network
+            # update_epochs passes of minibatch updates over the batch
             clipfrac_sum = torch.zeros((), device=device)
             update = 0
             for epoch in range(args.update_epochs):
@@ -654,7 +655,7 @@ if __name__ == "__main__":
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-            # TRY NOT TO MODIFY: record rewards for plotting purposes
+            # logging, with CleanRL's tags
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl"):
                 writer.add_scalar(f"losses/{name}", stats[name].item(), global_step)
