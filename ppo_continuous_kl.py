@@ -428,23 +428,30 @@ def contraction_rate(ref_kl, updates):
 
 
 def actor_means(states, weights):
-    """Agent.actor_mean(states) from a copy of its weights (w1, b1, w2, b2, w3, b3)."""
+    """Agent.actor_mean(states) under n copies of its weights (w1, b1, w2, b2, w3, b3), each [n, ...]: [n, S, A]."""
     w1, b1, w2, b2, w3, b3 = weights
-    return F.linear(torch.tanh(F.linear(torch.tanh(F.linear(states, w1, b1)), w2, b2)), w3, b3)
+    hidden = torch.tanh(torch.baddbmm(b1.unsqueeze(1), states.expand(len(w1), -1, -1), w1.transpose(1, 2)))
+    hidden = torch.tanh(torch.baddbmm(b2.unsqueeze(1), hidden, w2.transpose(1, 2)))
+    return torch.baddbmm(b3.unsqueeze(1), hidden, w3.transpose(1, 2))
 
 
 class SnapshotStore:
     """The policy after every kept minibatch update, as its Gaussian on a fixed sample of the iteration's states.
-    The update loop only copies the actor's weights on the device (no module copies, no host sync); a worker
-    thread turns them into means in a preallocated buffer, so on a CPU the forward passes run on a core the
-    single-threaded update loop leaves idle. A bounded queue caps the weights waiting in memory."""
+    The update loop only copies the actor's weights into a block on the device (one kernel; no module copies, no
+    host sync); a worker thread turns each full block into means with a few batched kernels, so on a CPU the
+    forward passes run on a core the single-threaded update loop leaves idle, and seldom wait on Python's lock.
+    A bounded queue caps the weights waiting in memory."""
 
-    def __init__(self, max_updates, kl_every, num_states, act_dim, device):
-        self.kl_every = kl_every
+    block_size = 16
+
+    def __init__(self, max_updates, kl_every, num_states, actor, act_dim, device):
+        self.kl_every, self.device = kl_every, device
+        self.shapes = [p.shape for p in actor.parameters()]
+        self.sizes = [p.numel() for p in actor.parameters()]
         capacity = max_updates // kl_every + 2
         self.means = torch.zeros(capacity, num_states, act_dim, device=device)
         self.logstds = torch.zeros(capacity, act_dim, device=device)
-        self.pending = queue.Queue(maxsize=256)
+        self.pending = queue.Queue(maxsize=64)
         self.error = None
         threading.Thread(target=self._evaluate_pending, daemon=True).start()
 
@@ -454,9 +461,10 @@ class SnapshotStore:
     @torch.no_grad()
     def _evaluate_pending(self):
         while True:
-            k, states, weights = self.pending.get()
+            first, states, block = self.pending.get()
             try:
-                self.means[k, : len(states)] = actor_means(states, weights)
+                weights = [w.reshape(len(block), *shape) for w, shape in zip(block.split(self.sizes, 1), self.shapes)]
+                self.means[first:first + len(block), : len(states)] = actor_means(states, weights)
             except Exception as e:  # surfaced by finish_iteration; the queue must still drain
                 self.error = e
             self.pending.task_done()
@@ -464,14 +472,24 @@ class SnapshotStore:
     @torch.no_grad()
     def _take(self, agent, update, epoch, minibatch):
         k = len(self.updates)
+        if self.filled == 0:
+            self.block, self.block_start = torch.empty(self.block_size, sum(self.sizes), device=self.device), k
+        torch.cat([p.reshape(-1) for p in agent.actor_mean.parameters()], out=self.block[self.filled])
+        self.filled += 1
         self.logstds[k] = agent.actor_logstd[0]
-        self.pending.put((k, self.states, [p.detach().clone() for p in agent.actor_mean.parameters()]))
         self.updates.append(update)
         self.epochs.append(epoch)
         self.minibatches.append(minibatch)
+        if self.filled == self.block_size:
+            self._flush()
+
+    def _flush(self):
+        if self.filled:
+            self.pending.put((self.block_start, self.states, self.block[: self.filled]))
+            self.filled = 0
 
     def begin_iteration(self, agent, states):
-        self.states, self.updates, self.epochs, self.minibatches = states, [], [], []
+        self.states, self.updates, self.epochs, self.minibatches, self.filled = states, [], [], [], 0
         self._take(agent, 0, -1, -1)
         self.last = (0, -1, -1)
 
@@ -484,6 +502,7 @@ class SnapshotStore:
         """Keeps the final policy pi^U, waits for the worker, and returns the iteration's profile (numpy)."""
         if self.updates[-1] != self.last[0]:
             self._take(agent, *self.last)
+        self._flush()
         self.pending.join()
         if self.error is not None:
             raise RuntimeError("KL snapshot evaluation failed") from self.error
@@ -573,7 +592,7 @@ if __name__ == "__main__":
     minibatch_loss = torch.compile(ppo_loss) if args.compile else ppo_loss
     num_updates_max = args.update_epochs * args.num_minibatches
     kl_states = args.kl_num_states or args.batch_size
-    store = SnapshotStore(num_updates_max, args.kl_every, kl_states, act_dim, device) if args.kl else None
+    store = SnapshotStore(num_updates_max, args.kl_every, kl_states, agent.actor_mean, act_dim, device) if args.kl else None
     # Its own generator, so that profiling on or off leaves the training run bit-for-bit the same.
     kl_generator = torch.Generator(device=device).manual_seed(args.seed)
     print(f"{run_dir}: {args.env_id} on {device}, {args.num_envs} envs x {args.num_steps} steps, "
@@ -595,10 +614,11 @@ if __name__ == "__main__":
     next_obs, _ = envs.reset(seed=args.seed)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
-    recent_returns = []
+    recent_returns, iteration_wall_s = [], []
 
     try:
         for iteration in range(1, args.num_iterations + 1):
+            iteration_start = time.time()
             # linear learning-rate decay: the first iteration at the full rate, the last at 1/num_iterations of it
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -684,9 +704,10 @@ if __name__ == "__main__":
                 line += f" seq_kl {profile['seq_kl'].mean():.2e} KL(U||0) {profile['ref_kl'][0]:.2e}"
             print(line, flush=True)
             writer.flush()
+            iteration_wall_s.append(time.time() - iteration_start)
 
         summary = dict(global_step=global_step, iterations=args.num_iterations, wall_time_s=time.time() - start_time,
-                       final_returns=recent_returns)
+                       iteration_wall_s=iteration_wall_s, final_returns=recent_returns)
         if args.save_model:
             model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
             torch.save(dict(agent=agent.state_dict(), norm_stats=get_norm_stats(envs), args=asdict(args)), model_path)

@@ -1,0 +1,60 @@
+"""Wall-time ratio of two flag sets of ppo_continuous_kl.py on one setting, runs interleaved side by side.
+
+    python benchmarks/wall_time_ab.py                                  # KL profiling: --kl against --no-kl
+    python benchmarks/wall_time_ab.py --a=--compile --b=--no-compile   # the compiled loss against eager
+    python benchmarks/wall_time_ab.py --num-envs 500 --minibatch-size 1000 --iterations 2
+
+Default setting: HalfCheetah-v5, 64 envs x 100 steps, minibatch size 50 (1,280 updates per iteration).
+The time compared is that of iterations 2 on (summary.json's iteration_wall_s: rollout, update, KL, logging):
+the first holds one-off costs (a compile, the first allocations), start-up and env construction none of the
+flags change.
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timed_run(runs_dir, name, flags):
+    cmd = [sys.executable, os.path.join(ROOT, "ppo_continuous_kl.py"), "--runs-dir", runs_dir, "--run-name", name, *flags]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(runs_dir, name, "summary.json")) as f:
+        return sum(json.load(f)["iteration_wall_s"][1:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", default="--kl", help="flags of the first run of each pair (the numerator)")
+    parser.add_argument("--b", default="--no-kl", help="flags of the second run of each pair (the denominator)")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of runs, interleaved")
+    parser.add_argument("--iterations", type=int, default=4, help="PPO iterations per run (the first is not timed)")
+    parser.add_argument("--env-id", default="HalfCheetah-v5")
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--num-steps", type=int, default=100)
+    parser.add_argument("--minibatch-size", type=int, default=50)
+    opts = parser.parse_args()
+    if opts.iterations < 2:
+        sys.exit("error: --iterations must be >= 2 (the first is not timed)")
+    setting = ["--env-id", opts.env_id, "--num-envs", str(opts.num_envs), "--num-steps", str(opts.num_steps),
+               "--minibatch-size", str(opts.minibatch_size),
+               "--total-timesteps", str(opts.iterations * opts.num_envs * opts.num_steps)]
+    print(f"setting: {' '.join(setting)}; timing iterations 2-{opts.iterations}")
+    ratios = []
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for r in range(opts.rounds):
+            a = timed_run(runs_dir, f"a{r}", [*setting, *shlex.split(opts.a)])
+            b = timed_run(runs_dir, f"b{r}", [*setting, *shlex.split(opts.b)])
+            ratios.append(a / b)
+            print(f"round {r + 1}: [{opts.a}] {a:.2f} s, [{opts.b}] {b:.2f} s, ratio {ratios[-1]:.3f}", flush=True)
+    print(f"[{opts.a}] / [{opts.b}] wall-time ratio: median {statistics.median(ratios):.3f} over {opts.rounds} rounds "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    main()
