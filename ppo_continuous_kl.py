@@ -444,11 +444,11 @@ class SnapshotStore:
 
     block_size = 16
 
-    def __init__(self, max_updates, kl_every, num_states, actor, act_dim, device):
+    def __init__(self, max_updates, kl_every, num_states, actor, device):
         self.kl_every, self.device = kl_every, device
         self.shapes = [p.shape for p in actor.parameters()]
         self.sizes = [p.numel() for p in actor.parameters()]
-        capacity = max_updates // kl_every + 2
+        capacity, act_dim = max_updates // kl_every + 2, self.shapes[-1][0]
         self.means = torch.zeros(capacity, num_states, act_dim, device=device)
         self.logstds = torch.zeros(capacity, act_dim, device=device)
         self.pending = queue.Queue(maxsize=64)
@@ -592,7 +592,7 @@ if __name__ == "__main__":
     minibatch_loss = torch.compile(ppo_loss) if args.compile else ppo_loss
     num_updates_max = args.update_epochs * args.num_minibatches
     kl_states = args.kl_num_states or args.batch_size
-    store = SnapshotStore(num_updates_max, args.kl_every, kl_states, agent.actor_mean, act_dim, device) if args.kl else None
+    store = SnapshotStore(num_updates_max, args.kl_every, kl_states, agent.actor_mean, device) if args.kl else None
     # Its own generator, so that profiling on or off leaves the training run bit-for-bit the same.
     kl_generator = torch.Generator(device=device).manual_seed(args.seed)
     print(f"{run_dir}: {args.env_id} on {device}, {args.num_envs} envs x {args.num_steps} steps, "
