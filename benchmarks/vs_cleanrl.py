@@ -1,0 +1,84 @@
+"""Whole-run throughput against CleanRL's ppo_continuous_action.py, same setting, runs side by side.
+
+CleanRL's script runs on its own stack (Gymnasium 0.29, MuJoCo 2.3, so HalfCheetah-v4) from a virtual environment
+of its own; nothing of it is part of this repository:
+
+    python -m venv /tmp/cleanrl-venv
+    /tmp/cleanrl-venv/bin/pip install torch==2.13.0 gymnasium==0.29.1 mujoco==2.3.7 "numpy<2" imageio tyro tensorboard
+    # put a copy of cleanrl/ppo_continuous_action.py at /tmp/cleanrl_ppo_continuous_action.py, then:
+    python benchmarks/vs_cleanrl.py --cleanrl-python /tmp/cleanrl-venv/bin/python \\
+        --cleanrl-script /tmp/cleanrl_ppo_continuous_action.py --num-envs 500 --num-steps 100 --minibatch-size 50
+
+Steps/s are over iterations 2 on (the first holds one-off costs: a compile, first allocations). CleanRL runs
+with its default torch threads and with OMP_NUM_THREADS=1 (far faster for these small networks on few cores);
+ours eager and with --compile, each with KL profiling on, as it ships.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cleanrl_steps_per_s(python, script, setting, threads_env, runs_dir):
+    env = {**os.environ, **threads_env}
+    out = subprocess.run([python, script, *setting], cwd=runs_dir, env=env, check=True, capture_output=True,
+                         text=True).stdout
+    sps = [int(s) for s in re.findall(r"^SPS: (\d+)", out, re.M)]
+    batch = int(setting[setting.index("--num-envs") + 1]) * int(setting[setting.index("--num-steps") + 1])
+    # its SPS is cumulative: the end of iteration k is at k * batch / SPS_k seconds
+    ends = [(k + 1) * batch / s for k, s in enumerate(sps)]
+    return (len(ends) - 1) * batch / (ends[-1] - ends[0])
+
+
+def our_steps_per_s(setting, flags, runs_dir, name):
+    cmd = [sys.executable, os.path.join(ROOT, "ppo_continuous_kl.py"), *setting, *flags, "--runs-dir", runs_dir,
+           "--run-name", name]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(runs_dir, name, "summary.json")) as f:
+        summary = json.load(f)
+    batch = summary["global_step"] // summary["iterations"]
+    return (summary["iterations"] - 1) * batch / sum(summary["iteration_wall_s"][1:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cleanrl-python", required=True, help="python of a venv with CleanRL's stack")
+    parser.add_argument("--cleanrl-script", required=True, help="path to CleanRL's ppo_continuous_action.py")
+    parser.add_argument("--num-envs", type=int, default=500)
+    parser.add_argument("--num-steps", type=int, default=100)
+    parser.add_argument("--minibatch-size", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=3, help="PPO iterations per run (the first is not timed)")
+    parser.add_argument("--skip-cleanrl-default-threads", action="store_true",
+                        help="leave out CleanRL with torch's default threads (the slowest run by far)")
+    opts = parser.parse_args()
+    batch = opts.num_envs * opts.num_steps
+    common = ["--num-envs", str(opts.num_envs), "--num-steps", str(opts.num_steps),
+              "--num-minibatches", str(batch // opts.minibatch_size), "--total-timesteps", str(opts.iterations * batch)]
+    print(f"setting: {opts.num_envs} envs x {opts.num_steps} steps, minibatch {opts.minibatch_size}, "
+          f"iterations 2-{opts.iterations} timed")
+    results = {}
+    with tempfile.TemporaryDirectory() as runs_dir:
+        cleanrl = [*common, "--env-id", "HalfCheetah-v4"]
+        runs = [("CleanRL, OMP_NUM_THREADS=1", lambda: cleanrl_steps_per_s(
+            opts.cleanrl_python, opts.cleanrl_script, cleanrl, {"OMP_NUM_THREADS": "1"}, runs_dir))]
+        if not opts.skip_cleanrl_default_threads:
+            runs.append(("CleanRL, torch's default threads", lambda: cleanrl_steps_per_s(
+                opts.cleanrl_python, opts.cleanrl_script, cleanrl, {}, runs_dir)))
+        ours = [*common, "--env-id", "HalfCheetah-v5"]
+        runs += [("ours, eager", lambda: our_steps_per_s(ours, [], runs_dir, "eager")),
+                 ("ours, --compile", lambda: our_steps_per_s(ours, ["--compile"], runs_dir, "compiled"))]
+        for name, run in runs:
+            results[name] = run()
+            print(f"{name}: {results[name]:,.0f} steps/s", flush=True)
+    base = results["CleanRL, OMP_NUM_THREADS=1"]
+    for name, value in results.items():
+        print(f"{name}: {value / base:.2f}x CleanRL with OMP_NUM_THREADS=1")
+
+
+if __name__ == "__main__":
+    main()
