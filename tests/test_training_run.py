@@ -3,7 +3,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.distributions import Independent, Normal, kl_divergence
