@@ -14,35 +14,26 @@ with its default torch threads and with OMP_NUM_THREADS=1 (far faster for these 
 ours eager and with --compile, each with KL profiling on, as it ships.
 """
 import argparse
-import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from wall_time_ab import timed_run  # this folder is on the path when the script runs
 
 
-def cleanrl_steps_per_s(python, script, setting, threads_env, runs_dir):
+def cleanrl_steps_per_s(python, script, setting, batch, threads_env, runs_dir):
     env = {**os.environ, **threads_env}
     out = subprocess.run([python, script, *setting], cwd=runs_dir, env=env, check=True, capture_output=True,
                          text=True).stdout
     sps = [int(s) for s in re.findall(r"^SPS: (\d+)", out, re.M)]
-    batch = int(setting[setting.index("--num-envs") + 1]) * int(setting[setting.index("--num-steps") + 1])
     # its SPS is cumulative: the end of iteration k is at k * batch / SPS_k seconds
     ends = [(k + 1) * batch / s for k, s in enumerate(sps)]
     return (len(ends) - 1) * batch / (ends[-1] - ends[0])
 
 
-def our_steps_per_s(setting, flags, runs_dir, name):
-    cmd = [sys.executable, os.path.join(ROOT, "ppo_continuous_kl.py"), *setting, *flags, "--runs-dir", runs_dir,
-           "--run-name", name]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(runs_dir, name, "summary.json")) as f:
-        summary = json.load(f)
-    batch = summary["global_step"] // summary["iterations"]
-    return (summary["iterations"] - 1) * batch / sum(summary["iteration_wall_s"][1:])
+def our_steps_per_s(setting, batch, iterations, flags, runs_dir, name):
+    return (iterations - 1) * batch / timed_run(runs_dir, name, [*setting, *flags])
 
 
 def main():
@@ -65,13 +56,14 @@ def main():
     with tempfile.TemporaryDirectory() as runs_dir:
         cleanrl = [*common, "--env-id", "HalfCheetah-v4"]
         runs = [("CleanRL, OMP_NUM_THREADS=1", lambda: cleanrl_steps_per_s(
-            opts.cleanrl_python, opts.cleanrl_script, cleanrl, {"OMP_NUM_THREADS": "1"}, runs_dir))]
+            opts.cleanrl_python, opts.cleanrl_script, cleanrl, batch, {"OMP_NUM_THREADS": "1"}, runs_dir))]
         if not opts.skip_cleanrl_default_threads:
             runs.append(("CleanRL, torch's default threads", lambda: cleanrl_steps_per_s(
-                opts.cleanrl_python, opts.cleanrl_script, cleanrl, {}, runs_dir)))
+                opts.cleanrl_python, opts.cleanrl_script, cleanrl, batch, {}, runs_dir)))
         ours = [*common, "--env-id", "HalfCheetah-v5"]
-        runs += [("ours, eager", lambda: our_steps_per_s(ours, [], runs_dir, "eager")),
-                 ("ours, --compile", lambda: our_steps_per_s(ours, ["--compile"], runs_dir, "compiled"))]
+        runs += [("ours, eager", lambda: our_steps_per_s(ours, batch, opts.iterations, [], runs_dir, "eager")),
+                 ("ours, --compile", lambda: our_steps_per_s(ours, batch, opts.iterations, ["--compile"], runs_dir,
+                                                             "compiled"))]
         for name, run in runs:
             results[name] = run()
             print(f"{name}: {results[name]:,.0f} steps/s", flush=True)
