@@ -445,8 +445,9 @@ class SnapshotStore:
 
     def __init__(self, max_updates, kl_every, num_states, actor, device):
         self.kl_every, self.device = kl_every, device
-        self.shapes = [p.shape for p in actor.parameters()]
-        self.sizes = [p.numel() for p in actor.parameters()]
+        self.actor_params = list(actor.parameters())  # updated in place by the optimiser: a live view
+        self.shapes = [p.shape for p in self.actor_params]
+        self.sizes = [p.numel() for p in self.actor_params]
         capacity, act_dim = max_updates // kl_every + 2, self.shapes[-1][0]
         self.means = torch.zeros(capacity, num_states, act_dim, device=device)
         self.logstds = torch.zeros(capacity, act_dim, device=device)
@@ -473,7 +474,7 @@ class SnapshotStore:
         k = len(self.updates)
         if self.filled == 0:
             self.block, self.block_start = torch.empty(self.block_size, sum(self.sizes), device=self.device), k
-        torch.cat([p.reshape(-1) for p in agent.actor_mean.parameters()], out=self.block[self.filled])
+        torch.cat([p.reshape(-1) for p in self.actor_params], out=self.block[self.filled])
         self.filled += 1
         self.logstds[k] = agent.actor_logstd[0]
         self.updates.append(update)
