@@ -11,11 +11,13 @@ of its own; nothing of it is part of this repository:
 
 Steps/s are over iterations 2 on (the first holds one-off costs: a compile, first allocations). CleanRL runs
 with its default torch threads and with OMP_NUM_THREADS=1 (far faster for these small networks on few cores);
-ours eager and with --compile, each with KL profiling on, as it ships.
+ours with each flag set of --ours (default: eager; --compile; --compile on the mujoco-batch env backend with 1 and
+with 2 threads), each with KL profiling on, as it ships.
 """
 import argparse
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 
@@ -44,6 +46,9 @@ def main():
     parser.add_argument("--num-steps", type=int, default=100)
     parser.add_argument("--minibatch-size", type=int, default=50)
     parser.add_argument("--iterations", type=int, default=3, help="PPO iterations per run (the first is not timed)")
+    parser.add_argument("--ours", nargs="+", default=["", "--compile", "--compile --env-backend mujoco-batch",
+                                                      "--compile --env-backend mujoco-batch --env-threads 2"],
+                        help="flag sets of our runs, one quoted string each")
     parser.add_argument("--skip-cleanrl-default-threads", action="store_true",
                         help="leave out CleanRL with torch's default threads (the slowest run by far)")
     opts = parser.parse_args()
@@ -61,9 +66,9 @@ def main():
             runs.append(("CleanRL, torch's default threads", lambda: cleanrl_steps_per_s(
                 opts.cleanrl_python, opts.cleanrl_script, cleanrl, batch, {}, runs_dir)))
         ours = [*common, "--env-id", "HalfCheetah-v5"]
-        runs += [("ours, eager", lambda: our_steps_per_s(ours, batch, opts.iterations, [], runs_dir, "eager")),
-                 ("ours, --compile", lambda: our_steps_per_s(ours, batch, opts.iterations, ["--compile"], runs_dir,
-                                                             "compiled"))]
+        for i, flags in enumerate(opts.ours):
+            runs.append((f"ours, {flags or 'eager'}", lambda flags=flags, i=i: our_steps_per_s(
+                ours, batch, opts.iterations, shlex.split(flags), runs_dir, f"ours{i}")))
         for name, run in runs:
             results[name] = run()
             print(f"{name}: {results[name]:,.0f} steps/s", flush=True)
