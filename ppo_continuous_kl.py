@@ -826,6 +826,8 @@ if __name__ == "__main__":
 
         summary = dict(global_step=global_step, iterations=args.num_iterations, wall_time_s=time.time() - start_time,
                        iteration_wall_s=iteration_wall_s, final_returns=recent_returns)
+        if device.type == "cuda":
+            summary["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)
         if args.save_model:
             model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
             torch.save(dict(agent=agent.state_dict(), norm_stats=get_norm_stats(envs), args=asdict(args)), model_path)
