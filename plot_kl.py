@@ -9,6 +9,7 @@ sequential and reference KL against the % of the iteration's minibatch updates d
 two settings overlaid (solid, dashed). claims.md: the paper's findings checked against the data.
 """
 import argparse
+import collections
 import glob
 import json
 import os
@@ -130,12 +131,28 @@ def save_data(data, folder):
         frame.to_csv(os.path.join(folder, f"{name}.csv"), index=False, float_format="%.6g")
 
 
-def read_data(folder):
+def read_data(folders):
+    """Saved summaries, merged: a run saved in several of them is taken from the first that holds it."""
     names = ("runs", "returns", "kl_iterations", "kl_profiles")
-    missing = [n for n in names if not os.path.exists(os.path.join(folder, f"{n}.csv"))]
-    if missing:
-        fail(f"--data {folder} lacks {', '.join(n + '.csv' for n in missing)}")
-    return {n: pd.read_csv(os.path.join(folder, f"{n}.csv")) for n in names}
+    for folder in folders:
+        missing = [n for n in names if not os.path.exists(os.path.join(folder, f"{n}.csv"))]
+        if missing:
+            fail(f"--data {folder} lacks {', '.join(n + '.csv' for n in missing)}")
+    merged = {n: [] for n in names}
+    seen = set()
+    for folder in folders:
+        data = {n: pd.read_csv(os.path.join(folder, f"{n}.csv")) for n in names}
+        # A run serving both sweeps is listed once per sweep, and its rows repeated as often; a (sweep, run)
+        # already taken from an earlier folder is not taken again.
+        keys = list(zip(data["runs"].sweep, data["runs"].run))
+        new = [key not in seen for key in keys]
+        merged["runs"].append(data["runs"][new])
+        copies = collections.Counter(run for (_, run), is_new in zip(keys, new) if is_new)
+        for n in names[1:]:
+            frame = data[n].drop_duplicates()
+            merged[n] += [frame[frame.run == run] for run, count in copies.items() for _ in range(count)]
+        seen.update(keys)
+    return {n: pd.concat(frames, ignore_index=True) if frames else data[n].iloc[:0] for n, frames in merged.items()}
 
 
 # ---- aggregate ----
@@ -306,8 +323,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minibatch-runs", default="runs/minibatch", help="runs folder of sweep_minibatch.sh")
     parser.add_argument("--env-rollout-runs", default="runs/env_rollout", help="runs folder of sweep_env_rollout.sh")
-    parser.add_argument("--data", help="draw from this saved summary (CSV files) instead of run folders")
-    parser.add_argument("--save-data", help="save the summary read from the runs here (default: OUT/data)")
+    parser.add_argument("--data", nargs="+", metavar="DIR",
+                        help="draw from saved summaries (CSV files) instead of run folders; several are merged")
+    parser.add_argument("--save-data", help="save the summary read from the runs (or merged from --data) here "
+                                            "(default: OUT/data when reading runs)")
     parser.add_argument("--out", default="figures", help="folder for the figures and claims.md")
     parser.add_argument("--phases", default="0.1,0.5,0.9",
                         help="training phases of Figures 2-3, as fractions of the run's iterations")
@@ -328,6 +347,8 @@ def main():
 
     if opts.data:
         data = read_data(opts.data)
+        if opts.save_data:
+            save_data(data, opts.save_data)
     else:
         data = load_all({"minibatch": opts.minibatch_runs, "env_rollout": opts.env_rollout_runs}, phases)
         save_data(data, opts.save_data or os.path.join(opts.out, "data"))

@@ -72,3 +72,19 @@ def test_no_data_and_bad_flags(tmp_path):
     assert proc.returncode != 0 and "error: --phases takes 3 comma-separated fractions" in proc.stderr
     proc = plot("--data", str(tmp_path), check=False)
     assert proc.returncode != 0 and "error: --data" in proc.stderr and "runs.csv" in proc.stderr
+
+
+def test_summaries_saved_apart_merge_into_the_whole(tiny_sweeps, tmp_path):
+    """Runs summarised in separate batches (say, one per session) redraw as if read all at once."""
+    minibatch, env_rollout = tiny_sweeps
+    none = str(tmp_path / "none")
+    plot("--minibatch-runs", str(minibatch), "--env-rollout-runs", none, "--out", str(tmp_path / "a"))
+    plot("--minibatch-runs", none, "--env-rollout-runs", str(env_rollout), "--out", str(tmp_path / "b"))
+    plot("--minibatch-runs", str(minibatch), "--env-rollout-runs", str(env_rollout), "--out", str(tmp_path / "all"))
+    # the third summary repeats the first's runs: they are kept once
+    plot("--data", str(tmp_path / "a" / "data"), str(tmp_path / "b" / "data"), str(tmp_path / "all" / "data"),
+         "--out", str(tmp_path / "merged"), "--save-data", str(tmp_path / "merged" / "data"))
+    assert (tmp_path / "merged" / "claims.md").read_text() == (tmp_path / "all" / "claims.md").read_text()
+    for name in ("runs", "returns", "kl_iterations", "kl_profiles"):
+        merged, whole = (pd.read_csv(tmp_path / d / "data" / f"{name}.csv") for d in ("merged", "all"))
+        assert len(merged) == len(whole) > 0, name
