@@ -17,11 +17,13 @@ with 2 threads), each with KL profiling on, as it ships.
 import argparse
 import os
 import re
-import shlex
 import subprocess
 import tempfile
 
-from wall_time_ab import timed_run  # this folder is on the path when the script runs
+from wall_time_ab import (  # this folder is on the path when the script runs
+    measure_ours,
+    print_ratios,
+)
 
 
 def cleanrl_steps_per_s(python, script, setting, batch, threads_env, runs_dir):
@@ -32,10 +34,6 @@ def cleanrl_steps_per_s(python, script, setting, batch, threads_env, runs_dir):
     # its SPS is cumulative: the end of iteration k is at k * batch / SPS_k seconds
     ends = [(k + 1) * batch / s for k, s in enumerate(sps)]
     return (len(ends) - 1) * batch / (ends[-1] - ends[0])
-
-
-def our_steps_per_s(setting, batch, iterations, flags, runs_dir, name):
-    return (iterations - 1) * batch / timed_run(runs_dir, name, [*setting, *flags])
 
 
 def main():
@@ -65,16 +63,11 @@ def main():
         if not opts.skip_cleanrl_default_threads:
             runs.append(("CleanRL, torch's default threads", lambda: cleanrl_steps_per_s(
                 opts.cleanrl_python, opts.cleanrl_script, cleanrl, batch, {}, runs_dir)))
-        ours = [*common, "--env-id", "HalfCheetah-v5"]
-        for i, flags in enumerate(opts.ours):
-            runs.append((f"ours, {flags or 'eager'}", lambda flags=flags, i=i: our_steps_per_s(
-                ours, batch, opts.iterations, shlex.split(flags), runs_dir, f"ours{i}")))
         for name, run in runs:
             results[name] = run()
             print(f"{name}: {results[name]:,.0f} steps/s", flush=True)
-    base = results["CleanRL, OMP_NUM_THREADS=1"]
-    for name, value in results.items():
-        print(f"{name}: {value / base:.2f}x CleanRL with OMP_NUM_THREADS=1")
+        measure_ours(results, runs_dir, [*common, "--env-id", "HalfCheetah-v5"], batch, opts.iterations, opts.ours)
+    print_ratios(results, "CleanRL, OMP_NUM_THREADS=1")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ Steps/s over iterations 2 on (SB3: from the start of its second rollout to the e
 """
 import argparse
 import json
-import os
-import shlex
 import subprocess
 import tempfile
 
-from wall_time_ab import timed_run  # this folder is on the path when the script runs
+from wall_time_ab import (  # this folder is on the path when the script runs
+    measure_ours,
+    print_ratios,
+)
 
 SB3_PROGRAM = r"""
 import json, sys, time
@@ -83,14 +84,8 @@ def main():
         print(f"SB3 PPO, 1 torch thread: {results['SB3 PPO, 1 torch thread']:,.0f} steps/s", flush=True)
         ours = ["--env-id", "HalfCheetah-v5", "--num-envs", str(opts.num_envs), "--num-steps", str(opts.num_steps),
                 "--minibatch-size", str(opts.minibatch_size), "--total-timesteps", str(opts.iterations * batch)]
-        for i, flags in enumerate(opts.ours):
-            name = f"ours, {flags or 'eager'}"
-            results[name] = (opts.iterations - 1) * batch / timed_run(runs_dir, f"ours{i}", [*ours, *shlex.split(flags)])
-            print(f"{name}: {results[name]:,.0f} steps/s", flush=True)
-    base = results["SB3 PPO, 1 torch thread"]
-    for name, value in results.items():
-        print(f"{name}: {value / base:.2f}x SB3")
-
+        measure_ours(results, runs_dir, ours, batch, opts.iterations, opts.ours)
+    print_ratios(results, "SB3 PPO, 1 torch thread")
 
 if __name__ == "__main__":
     main()

@@ -28,6 +28,19 @@ def timed_run(runs_dir, name, flags):
         return sum(json.load(f)["iteration_wall_s"][1:])
 
 
+def measure_ours(results, runs_dir, setting, batch, iterations, flag_sets):
+    """Steps/s over iterations 2 on of our script with each flag set (one string each) on top of `setting`."""
+    for i, flags in enumerate(flag_sets):
+        name = f"ours, {flags or 'eager'}"
+        results[name] = (iterations - 1) * batch / timed_run(runs_dir, f"ours{i}", [*setting, *shlex.split(flags)])
+        print(f"{name}: {results[name]:,.0f} steps/s", flush=True)
+
+
+def print_ratios(results, base):
+    for name, value in results.items():
+        print(f"{name}: {value / results[base]:.2f}x {base}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", default="--kl", help="flags of the first run of each pair (the numerator)")
