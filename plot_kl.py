@@ -269,7 +269,8 @@ def findings(table, kl_iterations, fig3_shapes):
             per_env.append((env, smallest.minibatch_size, smallest.return_mean, best.minibatch_size, best.return_mean,
                             smallest.return_mean < best.return_mean))
     lines.append(("1. Too-small minibatches train worse", None if not per_env else all(p[-1] for p in per_env),
-                  "; ".join(f"{e}: size {s} {rs:.0f} vs best size {b} {rb:.0f}" for e, s, rs, b, rb, _ in per_env)))
+                  "; ".join(f"{e}: smallest size {s} ends at {rs:.0f}, the best size {b} at {rb:.0f}"
+                            for e, s, rs, b, rb, _ in per_env)))
     if kl_iterations.empty:
         lines.append(("2. Reference KL falls monotonically within an iteration", None, "no KL files"))
     else:
