@@ -1,6 +1,8 @@
 # PPO-Clip for continuous actions, following CleanRL's ppo_continuous_action.py, on Gymnasium 1.x,
 # with the policy snapshotted after every minibatch update to profile KL divergences within each iteration
 # (Honari, Creus Castanyer, Castro, Berseth: "Training PPO-Clip with Parallelized Data Generation").
+import collections
+import copy
 import difflib
 import importlib
 import json
@@ -8,6 +10,8 @@ import math
 import os
 import queue
 import random
+import shutil
+import signal
 import sys
 import threading
 import time
@@ -22,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 import tyro
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
@@ -35,7 +40,8 @@ class Args:
     minibatch can hold a few samples fewer than the minibatch size; observation/reward normalisation statistics are
     shared by all envs (`--norm-stats per-env` restores CleanRL's); torch runs one CPU thread by default (two make
     these small networks several times slower on a 2-core CPU); `--save-model` also saves the normalisation
-    statistics and evaluates with them frozen; upload_model and hf_entity are not offered.
+    statistics and evaluates with them frozen; a run checkpoints itself (every iteration by default), stops cleanly
+    on SIGTERM/SIGINT and resumes exactly when rerun; upload_model and hf_entity are not offered.
     """
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -66,6 +72,10 @@ class Args:
     """torch intra-op CPU threads (CleanRL: torch's default, i.e. all cores)"""
     compile: bool = False
     """compile the minibatch loss with torch.compile: faster updates after a compile of about half a minute (on a CPU it needs a C++ compiler)"""
+    checkpoint_every: int = 1
+    """write the run folder's checkpoint.pt before the first iteration, then every N iterations and at the last (0: only those two). It holds everything an exact resume needs: agent, optimiser, envs' simulation and normalisation state, all RNGs; a few ms and MiB at 1000 envs"""
+    resume: bool = False
+    """continue the run --runs-dir/--run-name from its checkpoint.pt (rerunning the same command does so too); on a CPU the result is the same bit for bit as an uninterrupted run. Flags must match the checkpoint's, except --cuda, --num-threads, --compile, --env-threads, --checkpoint-every, --runs-dir, --save-model, --eval-episodes and the tracking flags"""
 
     # PPO
     env_id: str = "HalfCheetah-v5"
@@ -136,6 +146,10 @@ def check_args(args: Args) -> Args:
                  "eval_episodes"):
         if getattr(args, flag) <= 0:
             fail(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    if args.checkpoint_every < 0:
+        fail(f"--checkpoint-every must be a non-negative integer (0: only before the first iteration and at the last), got {args.checkpoint_every}")
+    if args.resume and args.run_name is None:
+        fail("--resume needs --run-name (and --runs-dir, if not runs): the run whose checkpoint.pt to continue")
     for flag in ("learning_rate", "clip_coef"):
         if not getattr(args, flag) > 0:
             fail(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
@@ -342,16 +356,19 @@ def make_envs(env_id, num_envs, gamma, norm_stats="shared", capture_video=False,
     return envs
 
 
+def wrapper_chain(env):
+    """The env and every env it wraps, outermost first."""
+    while env is not None:
+        yield env
+        env = getattr(env, "env", None)
+
+
 def normalizers(envs):
     """The (observation, reward) normalisation wrappers: one pair shared by all envs, or one pair per env."""
-    def chain(env):
-        while env is not None:
-            yield env
-            env = getattr(env, "env", None)
-    holders = [envs] if any(hasattr(w, "obs_rms") for w in chain(envs)) else envs.unwrapped.envs
+    holders = [envs] if any(hasattr(w, "obs_rms") for w in wrapper_chain(envs)) else envs.unwrapped.envs
     pairs = []
     for holder in holders:
-        wrappers = list(chain(holder))
+        wrappers = list(wrapper_chain(holder))
         pairs.append((next(w for w in wrappers if hasattr(w, "obs_rms")), next(w for w in wrappers if hasattr(w, "return_rms"))))
     return pairs
 
@@ -372,6 +389,67 @@ def set_norm_stats(envs, stats, frozen):
         for key, rms in (("obs", obs_norm.obs_rms), ("ret", ret_norm.return_rms)):
             rms.mean, rms.var, rms.count = (np.array(stats[f"{key}_{f}"][row]) for f in ("mean", "var", "count"))
         obs_norm.update_running_mean = ret_norm.update_running_mean = not frozen
+
+
+# Gymnasium's wrappers keep what changes as the envs step (time limits, episode statistics, normalisation statistics
+# and discounted returns) in attributes of these types; the rest of a wrapper is fixed at construction.
+WRAPPER_STATE_TYPES = (np.ndarray, np.generic, int, float, bool, collections.deque,
+                       gym.wrappers.utils.RunningMeanStd)
+
+
+def env_state(envs):
+    """Everything the envs' next steps depend on. Gymnasium's MuJoCo envs pickle only their constructor arguments,
+    so the simulation state (mj_getState's integration state: qpos, qvel, warm start, ...), each env's RNG and the
+    wrappers' bookkeeping are taken out one by one; other envs are copied attribute by attribute."""
+    def wrappers(env):
+        return [{k: copy.deepcopy(v) for k, v in vars(w).items() if isinstance(v, WRAPPER_STATE_TYPES)}
+                for w in wrapper_chain(env) if isinstance(w, (gym.Wrapper, gym.vector.VectorWrapper))]
+
+    base = envs.unwrapped
+    state = dict(wrappers=wrappers(envs))
+    if isinstance(base, MujocoBatchEnv):
+        state.update(sims=base.batch.state.copy(), rngs=[rng.bit_generator.state for rng in base.rngs],
+                     elapsed_steps=base.elapsed_steps.copy(), needs_reset=base.needs_reset.copy())
+        return state
+    state["autoreset_envs"] = base._autoreset_envs.copy()
+    state["envs"] = []
+    for env in base.envs:
+        sim = env.unwrapped
+        if isinstance(sim, MujocoEnv):
+            physics = np.empty(mujoco.mj_stateSize(sim.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+            mujoco.mj_getState(sim.model, sim.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+            own = dict(physics=physics, rng=sim.np_random.bit_generator.state)
+        else:
+            own = dict(attributes=copy.deepcopy(vars(sim)))
+        state["envs"].append(dict(wrappers=wrappers(env), **own))
+    return state
+
+
+def set_env_state(envs, state):
+    """Puts back what env_state took out, into envs built and reset as the saved ones were."""
+    def set_wrappers(env, saved):
+        layers = [w for w in wrapper_chain(env) if isinstance(w, (gym.Wrapper, gym.vector.VectorWrapper))]
+        for w, attributes in zip(layers, saved, strict=True):
+            for k, v in attributes.items():
+                setattr(w, k, copy.deepcopy(v))
+
+    base = envs.unwrapped
+    set_wrappers(envs, state["wrappers"])
+    if isinstance(base, MujocoBatchEnv):
+        base.batch.state[:] = state["sims"]
+        for rng, saved in zip(base.rngs, state["rngs"], strict=True):
+            rng.bit_generator.state = saved
+        base.elapsed_steps[:], base.needs_reset[:] = state["elapsed_steps"], state["needs_reset"]
+        return
+    base._autoreset_envs[:] = state["autoreset_envs"]
+    for env, saved in zip(base.envs, state["envs"], strict=True):
+        set_wrappers(env, saved["wrappers"])
+        sim = env.unwrapped
+        if "physics" in saved:
+            mujoco.mj_setState(sim.model, sim.data, saved["physics"], mujoco.mjtState.mjSTATE_INTEGRATION)
+            sim.np_random.bit_generator.state = saved["rng"]
+        else:
+            vars(sim).update(copy.deepcopy(saved["attributes"]))
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -637,8 +715,121 @@ class SnapshotStore:
 def save_npz_atomic(path, **arrays):
     """Writes to a temporary name, then renames, so a crash never leaves a half-written file behind."""
     tmp = f"{path}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        fail(f"cannot write {path} ({e.strerror or e}); the run is stopped. Its folder holds everything logged so far "
+             "and its last checkpoint; free space and rerun the same command to resume")
+
+
+# ---- checkpoints: exact resume after preemption ----
+
+CHECKPOINT_KEYS = {"format", "args", "iteration", "global_step", "wall_time_s", "agent", "optimizer", "envs", "next_obs",
+                   "next_done", "recent_returns", "iteration_wall_s", "rngs"}
+# Flags that do not change what the run computes (or only how fast), so a resumed run may set them anew.
+RESUMABLE_CHANGES = {"resume", "checkpoint_every", "runs_dir", "cuda", "num_threads", "compile", "env_threads", "save_model",
+                     "eval_episodes", "track", "wandb_project_name", "wandb_entity"}
+
+
+def rng_states(kl_generator):
+    states = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                  kl=kl_generator.get_state())
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states, kl_generator):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    kl_generator.set_state(states["kl"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path, state):
+    """Written under a temporary name, flushed to disk, then renamed over the previous one: a kill or a full disk
+    mid-write leaves the previous checkpoint intact."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        fail(f"cannot write the checkpoint {path} ({e.strerror or e}); the run is stopped. Its folder holds everything "
+             f"logged so far and the previous checkpoint; free space and rerun the same command to resume")
+
+
+def load_checkpoint(path, args, run_name):
+    """Reads a checkpoint, refusing one that is unreadable or was written with other flags."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [""])[0]
+        fail(f"checkpoint {path} is unreadable, probably truncated or corrupt ({type(e).__name__}: {reason}); "
+             "restore it or delete the run folder to start the run over")
+    missing = CHECKPOINT_KEYS - set(checkpoint) if isinstance(checkpoint, dict) else CHECKPOINT_KEYS
+    if missing:
+        fail(f"checkpoint {path} is not a complete checkpoint of this script (missing: {', '.join(sorted(missing))}); "
+             "restore it or delete the run folder to start the run over")
+    saved, now = checkpoint["args"], asdict(args) | {"run_name": run_name}
+    derived = {"batch_size", "num_iterations"}  # differ only when the flags they come from do
+    differing = [k for k in sorted((saved.keys() | now.keys()) - RESUMABLE_CHANGES - derived) if saved.get(k) != now.get(k)]
+    if differing:
+        fail(f"cannot resume {os.path.dirname(path)} with other flags than its checkpoint's: "
+             + ", ".join(f"--{k.replace('_', '-')} {now.get(k)} (checkpoint: {saved.get(k)})" for k in differing))
+    return checkpoint
+
+
+def open_run_folder(args, run_name, run_dir):
+    """Makes a new run's folder, or returns the checkpoint of the unfinished run in it."""
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(os.path.join(run_dir, "summary.json")):
+        fail(f"run folder {run_dir} holds a finished run (summary.json); pick another --run-name or --runs-dir, or delete it")
+    if os.path.exists(checkpoint_path):
+        return load_checkpoint(checkpoint_path, args, run_name)
+    if args.resume:
+        fail(f"--resume: {run_dir} holds no checkpoint.pt to resume from")
+    if os.path.exists(os.path.join(run_dir, "args.json")):
+        fail(f"run folder {run_dir} already holds a run, without a checkpoint to resume it from; pick another "
+             "--run-name or --runs-dir, or delete it")
+    try:
+        os.makedirs(os.path.join(run_dir, "kl") if args.kl else run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(asdict(args) | {"run_name": run_name}, f, indent=2)
+    except OSError as e:
+        fail(f"cannot write into --runs-dir {args.runs_dir}: {e}")
+    return None
+
+
+def disk_need_bytes(args, iterations_left, obs_dim, act_dim, checkpoint_bytes):
+    """About what the run will write from here on: a checkpoint being replaced, plus one KL file per iteration."""
+    kept = args.update_epochs * args.num_minibatches // args.kl_every + 2
+    states = args.kl_num_states or args.batch_size
+    kl_file = 4096 + 40 * kept + (4 * states * (obs_dim + kept * act_dim) if args.kl_save_snapshots else 0)
+    return 2 * checkpoint_bytes + (iterations_left * kl_file if args.kl else 0)
+
+
+def stop_on_signals():
+    """SIGTERM (what SLURM sends on preemption, requeue and time limit) and SIGINT only set a flag, which the run
+    checks at safe points; a second one stops at once."""
+    received = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    return received
 
 
 def evaluate(model_path, env_id, eval_episodes, device, gamma, norm_stats):
@@ -664,24 +855,9 @@ if __name__ == "__main__":
     args = check_args(tyro.cli(Args))
     run_name = args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
-    if os.path.exists(os.path.join(run_dir, "args.json")):
-        fail(f"run folder {run_dir} already holds a run; pick another --run-name or --runs-dir, or delete it")
-    try:
-        os.makedirs(os.path.join(run_dir, "kl") if args.kl else run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(asdict(args) | {"run_name": run_name}, f, indent=2)
-    except OSError as e:
-        fail(f"cannot write into --runs-dir {args.runs_dir}: {e}")
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
-                   name=run_name, monitor_gym=True, save_code=True, dir=run_dir)
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    checkpoint = open_run_folder(args, run_name, run_dir)
+    stop_signals = stop_on_signals()
 
     # seeding and devices
     random.seed(args.seed)
@@ -723,16 +899,62 @@ if __name__ == "__main__":
     )
     update_losses = torch.zeros(num_updates_max, device=device)
 
-    # the run
-    global_step = 0
-    start_time = time.time()
+    # the run, from its start or from its checkpoint
     next_obs, _ = envs.reset(seed=args.seed)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = torch.zeros(args.num_envs, device=device)
-    recent_returns, iteration_wall_s = [], []
+    global_step, checkpointed, elapsed_s, recent_returns, iteration_wall_s = 0, 0, 0.0, [], []
+    if checkpoint is not None:
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        set_env_state(envs, checkpoint["envs"])
+        set_rng_states(checkpoint["rngs"], kl_generator)
+        next_obs, next_done = checkpoint["next_obs"].to(device), checkpoint["next_done"].to(device)
+        global_step, checkpointed, elapsed_s = checkpoint["global_step"], checkpoint["iteration"], checkpoint["wall_time_s"]
+        recent_returns, iteration_wall_s = checkpoint["recent_returns"], checkpoint["iteration_wall_s"]
+        print(f"resuming {run_dir} after iteration {checkpointed} (step {global_step}) from its checkpoint", flush=True)
+    start_time = time.time() - elapsed_s
+
+    def write_checkpoint(iteration):
+        save_checkpoint(checkpoint_path, dict(
+            format=1, args=asdict(args) | {"run_name": run_name}, iteration=iteration, global_step=global_step,
+            wall_time_s=time.time() - start_time, agent=agent.state_dict(), optimizer=optimizer.state_dict(),
+            envs=env_state(envs), next_obs=next_obs, next_done=next_done, recent_returns=recent_returns,
+            iteration_wall_s=iteration_wall_s, rngs=rng_states(kl_generator)))
+        return iteration
+
+    def stop_for_signal():
+        signum = stop_signals[0]
+        print(f"stopped by {signum.name}; {checkpoint_path} holds the run after iteration {checkpointed}: rerun the same "
+              "command to resume it", file=sys.stderr, flush=True)
+        sys.exit(128 + signum.value)
+
+    if checkpoint is None:
+        write_checkpoint(0)  # which also proves the run folder writable before any training
+    need = disk_need_bytes(args, args.num_iterations - checkpointed, obs_dim, act_dim, os.path.getsize(checkpoint_path))
+    free = shutil.disk_usage(run_dir).free
+    if need > free:
+        fail(f"--runs-dir {args.runs_dir}: the run needs about {need / 2**20:.1f} MiB more, only {free / 2**20:.1f} MiB "
+             "are free; free space and rerun the same command, or pick another --runs-dir")
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                   name=run_name, monitor_gym=True, save_code=True, dir=run_dir)
+    # On a resume, TensorBoard drops whatever the interrupted session logged after its checkpoint: no step twice.
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint is not None else None)
+    if checkpoint is None:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
 
     try:
-        for iteration in range(1, args.num_iterations + 1):
+        for iteration in range(checkpointed + 1, args.num_iterations + 1):
+            # a signal leaves at once when the checkpoint on disk is this iteration's start, else after the iteration
+            if stop_signals and checkpointed == iteration - 1:
+                stop_for_signal()
             iteration_start = time.time()
             # linear learning-rate decay: the first iteration at the full rate, the last at 1/num_iterations of it
             if args.anneal_lr:
@@ -740,10 +962,6 @@ if __name__ == "__main__":
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             next_obs, next_done, episodes = collect_rollout(envs, agent, rollout, next_obs, next_done, device)
-            for step, episodic_return, episodic_length in episodes:
-                episode_step = global_step + (step + 1) * args.num_envs
-                writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
-                writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
             global_step += args.batch_size
             recent_returns = [r for _, r, _ in episodes] or recent_returns
 
@@ -780,6 +998,8 @@ if __name__ == "__main__":
                     update += 1
                     if args.kl:
                         store.record(agent, update, epoch, minibatch)
+                    if stop_signals and checkpointed == iteration - 1:
+                        stop_for_signal()
                 if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
                     break
 
@@ -794,6 +1014,10 @@ if __name__ == "__main__":
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
             # logging, with CleanRL's tags
+            for step, episodic_return, episodic_length in episodes:
+                episode_step = global_step - args.batch_size + (step + 1) * args.num_envs
+                writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
+                writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl"):
                 writer.add_scalar(f"losses/{name}", stats[name].item(), global_step)
@@ -812,17 +1036,25 @@ if __name__ == "__main__":
                 writer.add_scalar("kl/ref_kl_decrease_frac", profile["ref_kl_decrease_frac"], global_step)
                 writer.add_scalar("kl/gamma_D", profile["gamma_D"], global_step)
                 writer.add_scalar("kl/num_updates", update, global_step)
-                save_npz_atomic(
-                    os.path.join(run_dir, "kl", f"iter_{iteration:05d}.npz"),
-                    iteration=iteration, global_step=global_step, num_envs=args.num_envs, num_steps=args.num_steps,
-                    minibatch_size=args.minibatch_size, num_minibatches=args.num_minibatches, num_updates=update,
-                    kl_every=args.kl_every, num_transitions=num_transitions, env_id=args.env_id, seed=args.seed,
-                    **profile, **(store.snapshots() if args.kl_save_snapshots else {}),
-                )
+                # An iteration redone after a resume computes the same profile; the file written first stays.
+                kl_path = os.path.join(run_dir, "kl", f"iter_{iteration:05d}.npz")
+                if not os.path.exists(kl_path):
+                    save_npz_atomic(
+                        kl_path,
+                        iteration=iteration, global_step=global_step, num_envs=args.num_envs, num_steps=args.num_steps,
+                        minibatch_size=args.minibatch_size, num_minibatches=args.num_minibatches, num_updates=update,
+                        kl_every=args.kl_every, num_transitions=num_transitions, env_id=args.env_id, seed=args.seed,
+                        **profile, **(store.snapshots() if args.kl_save_snapshots else {}),
+                    )
                 line += f" seq_kl {profile['seq_kl'].mean():.2e} KL(U||0) {profile['ref_kl'][0]:.2e}"
             print(line, flush=True)
             writer.flush()
             iteration_wall_s.append(time.time() - iteration_start)
+            if stop_signals or iteration == args.num_iterations or (
+                    args.checkpoint_every and iteration % args.checkpoint_every == 0):
+                checkpointed = write_checkpoint(iteration)
+            if stop_signals:
+                stop_for_signal()
 
         summary = dict(global_step=global_step, iterations=args.num_iterations, wall_time_s=time.time() - start_time,
                        iteration_wall_s=iteration_wall_s, final_returns=recent_returns)

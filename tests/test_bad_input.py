@@ -30,6 +30,8 @@ CASES = [
     (["--env-backend", "mujoco-batch", "--norm-stats", "per-env"],
      "--norm-stats per-env needs --env-backend gymnasium; --env-backend mujoco-batch allows only shared"),
     (["--env-threads", "0"], "--env-threads must be a positive integer"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be a non-negative integer"),
+    (["--resume"], "--resume: "),  # nothing to resume in a fresh folder
 ]
 
 
