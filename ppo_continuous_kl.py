@@ -239,6 +239,8 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
         import mujoco.batch
 
         self.reference = gym.make(env_id).unwrapped
+        # HalfCheetah alone draws its velocity noise from a normal and leaves its observed velocities unclipped
+        self.is_half_cheetah = env_id.startswith("HalfCheetah")
         self.num_envs = num_envs
         self.single_observation_space = self.reference.observation_space
         self.single_action_space = self.reference.action_space
@@ -292,14 +294,14 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
                 self.rngs[i] = gym.utils.seeding.np_random()[0]
             rng = self.rngs[i]
             self.qpos[i] = env.init_qpos + rng.uniform(low=-scale, high=scale, size=env.model.nq)
-            if env.spec.id.startswith("HalfCheetah"):
+            if self.is_half_cheetah:
                 self.qvel[i] = env.init_qvel + scale * rng.standard_normal(env.model.nv)
             else:
                 self.qvel[i] = env.init_qvel + rng.uniform(low=-scale, high=scale, size=env.model.nv)
         self.elapsed_steps[ids] = 0
 
     def _obs(self):
-        qvel = self.qvel if self.reference.spec.id.startswith("HalfCheetah") else np.clip(self.qvel, -10, 10)
+        qvel = self.qvel if self.is_half_cheetah else np.clip(self.qvel, -10, 10)
         return np.concatenate((self.qpos[:, 1:], qvel), axis=1)
 
     def _healthy(self):

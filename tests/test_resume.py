@@ -1,6 +1,7 @@
 """Checkpoint and resume: a run stopped by a real signal and resumed ends exactly as an uninterrupted run; bad
 checkpoints, changed flags and a full disk fail with one clear line."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from conftest import SCRIPT, load_kl, run_script
 
 # Hopper falls within a few dozen random steps, so episodes end, reset and get logged on both sides of the stop.
 LONG = ["--env-id", "Hopper-v5", "--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32",
-        "--total-timesteps", str(20 * 128)]
+        "--total-timesteps", str(12 * 128)]
 
 
 def start_and_stop(runs_dir, run_name, flags, signum, after_kl_files):
@@ -52,7 +53,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, flags, signu
     assert err.strip().splitlines()[-1].startswith(f"stopped by {signal.Signals(signum).name}; ")
     cut = os.path.join(runs, "cut")
     stopped_at = torch.load(os.path.join(cut, "checkpoint.pt"), weights_only=False)["iteration"]
-    assert stop_after <= stopped_at < 20 and not os.path.exists(os.path.join(cut, "summary.json"))
+    assert stop_after <= stopped_at < 12 and not os.path.exists(os.path.join(cut, "summary.json"))
     kl_mtimes = {f: os.stat(os.path.join(cut, "kl", f)).st_mtime_ns for f in os.listdir(os.path.join(cut, "kl"))}
 
     proc, _ = run_script(runs, "cut", *LONG, *flags)
@@ -60,7 +61,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, flags, signu
 
     whole = os.path.join(runs, "whole")
     a, b = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (whole, cut))
-    assert a["iteration"] == b["iteration"] == 20
+    assert a["iteration"] == b["iteration"] == 12
     for name in a["agent"]:
         assert torch.equal(a["agent"][name], b["agent"][name]), name
     for x, y in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
@@ -80,11 +81,27 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, flags, signu
             assert logged_cut[tag] == logged_whole[tag], tag
 
 
-def test_resume_refuses_other_flags_and_lists_them(tmp_path):
-    tiny = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--total-timesteps", "256"]
-    code, _, _ = start_and_stop(tmp_path / "runs", "r", [*tiny[:-1], "2560"], signal.SIGTERM, 1)
-    assert code == 128 + signal.SIGTERM
-    proc, run_dir = run_script(tmp_path / "runs", "r", *tiny, "--learning-rate", "0.001", "--num-threads", "2", check=False)
+TINY_LONG = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--total-timesteps", "2560"]
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A 20-iteration run stopped by SIGTERM after its first iteration; tests work on copies of its folder."""
+    runs = tmp_path_factory.mktemp("stopped") / "runs"
+    code, out, err = start_and_stop(runs, "r", TINY_LONG, signal.SIGTERM, 1)
+    assert code == 128 + signal.SIGTERM, (out, err)
+    return runs / "r"
+
+
+def copy_of(run_dir, tmp_path):
+    shutil.copytree(run_dir, tmp_path / "runs" / "r")
+    return tmp_path / "runs", "r"
+
+
+def test_resume_refuses_other_flags_and_lists_them(stopped_run, tmp_path):
+    runs, name = copy_of(stopped_run, tmp_path)
+    flags = [*TINY_LONG[:-1], "256", "--learning-rate", "0.001", "--num-threads", "2"]
+    proc, run_dir = run_script(runs, name, *flags, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: cannot resume") and "--learning-rate 0.001 (checkpoint: 0.0003)" in lines[0]
@@ -92,19 +109,17 @@ def test_resume_refuses_other_flags_and_lists_them(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-def test_damaged_checkpoint_is_refused_not_restarted(tmp_path, damage):
-    tiny = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--total-timesteps", "2560"]
-    code, _, _ = start_and_stop(tmp_path / "runs", "r", tiny, signal.SIGTERM, 1)
-    assert code == 128 + signal.SIGTERM
-    path = tmp_path / "runs" / "r" / "checkpoint.pt"
+def test_damaged_checkpoint_is_refused_not_restarted(stopped_run, tmp_path, damage):
+    runs, name = copy_of(stopped_run, tmp_path)
+    path = runs / name / "checkpoint.pt"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a checkpoint" * 100)
-    damaged, before = path.read_bytes(), sorted(os.listdir(tmp_path / "runs" / "r"))
-    proc, _ = run_script(tmp_path / "runs", "r", *tiny, check=False)
+    damaged, before = path.read_bytes(), sorted(os.listdir(runs / name))
+    proc, _ = run_script(runs, name, *TINY_LONG, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"error: checkpoint {path} is unreadable, probably truncated or corrupt")
-    assert path.read_bytes() == damaged and sorted(os.listdir(tmp_path / "runs" / "r")) == before
+    assert path.read_bytes() == damaged and sorted(os.listdir(runs / name)) == before
 
 
 def test_finished_run_is_not_rerun_and_resume_needs_a_checkpoint(tiny_run, tmp_path):
