@@ -117,7 +117,7 @@ class Args:
     norm_stats: Literal["shared", "per-env"] = "shared"
     """observation/reward normalisation: one running mean/var for all envs, or one per env (CleanRL)"""
     env_backend: Literal["gymnasium", "mujoco-batch"] = "gymnasium"
-    """who steps the envs: Gymnasium's SyncVectorEnv (the reference), or MuJoCo's batched stepping (mujoco.batch), several times faster and equal to it bit for bit, for HalfCheetah-v5, Hopper-v5 and Walker2d-v5"""
+    """who steps the envs: Gymnasium's SyncVectorEnv (the reference), or MuJoCo's batched stepping (mujoco.batch), several times faster and equal to it bit for bit, for HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5 and Humanoid-v5"""
     env_threads: int = 1
     """threads of --env-backend mujoco-batch; one per core is fastest for a single run (sweeps already run one job per core)"""
 
@@ -197,8 +197,8 @@ def check_args(args: Args) -> Args:
         fail(f"--env-id {args.env_id!r} is not a registered Gymnasium env" + (f"; close matches: {', '.join(close)}" if close else ""))
     if args.env_backend == "mujoco-batch":
         if args.env_id not in MUJOCO_BATCH_ENVS:
-            fail(f"--env-backend mujoco-batch supports --env-id {', '.join(MUJOCO_BATCH_ENVS)}, got {args.env_id!r} "
-                 "(Ant-v5 and Humanoid-v5 observe contact forces, cfrc_ext, which mujoco.batch does not compute)")
+            fail(f"--env-backend mujoco-batch supports --env-id {', '.join(MUJOCO_BATCH_ENVS)} (Gymnasium's defaults), "
+                 f"got {args.env_id!r}; --env-backend gymnasium runs any env")
         for flag, value, allowed in (("norm_stats", args.norm_stats, "shared"), ("capture_video", args.capture_video, False)):
             if value != allowed:
                 fail(f"--{flag.replace('_', '-')} {value} needs --env-backend gymnasium; "
@@ -223,15 +223,15 @@ def quiet_mujoco():
     mujoco.set_mju_user_warning(on_warning)
 
 
-MUJOCO_BATCH_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
+MUJOCO_BATCH_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5")
 
 
 class MujocoBatchEnv(gym.vector.VectorEnv):
     """N copies of a Gymnasium v5 MuJoCo env (default arguments) stepped together by mujoco.batch.Batch on
-    `num_threads` threads. Same model, same mj_step calls, same float operations on qpos/qvel as Gymnasium's env,
-    and one RNG per env seeded as SyncVectorEnv seeds them, so observations, rewards, terminations and
-    truncations equal SyncVectorEnv's bit for bit; autoreset is next-step. The reward and health constants are
-    read from Gymnasium's own env instance."""
+    `num_threads` threads. Same model, same mj_step calls, same float operations as Gymnasium's env, and one RNG
+    per env seeded as SyncVectorEnv seeds them, so observations, rewards, terminations and truncations equal
+    SyncVectorEnv's bit for bit; autoreset is next-step. The reward and health constants are read from
+    Gymnasium's own env instance."""
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
 
@@ -239,19 +239,30 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
         import mujoco.batch
 
         self.reference = gym.make(env_id).unwrapped
-        # HalfCheetah alone draws its velocity noise from a normal and leaves its observed velocities unclipped
-        self.is_half_cheetah = env_id.startswith("HalfCheetah")
+        self.kind = env_id.split("-")[0]
         self.num_envs = num_envs
         self.single_observation_space = self.reference.observation_space
         self.single_action_space = self.reference.action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.max_episode_steps = gym.spec(env_id).max_episode_steps
-        self.batch = mujoco.batch.Batch(self.reference.model, num_envs, num_threads)
+        model = self.reference.model
+        # Ant and Humanoid observe the contact forces cfrc_ext, which Gymnasium computes after each step with
+        # mj_rnePostConstraint, a call mujoco.batch does not make. A persistent batch keeps every env's whole
+        # MjData, so each env's can be copied out after the step and the call made on the copy.
+        self.contact_forces = self.kind in ("Ant", "Humanoid")
+        self.batch = mujoco.batch.Batch(model, num_envs, num_threads, persistent=self.contact_forces)
         self.qpos, self.qvel, self.ctrl = (self.batch.bind(field) for field in ("qpos", "qvel", "ctrl"))
+        if self.contact_forces:
+            self.xpos, self.xipos, self.cinert, self.cvel, self.qfrc_actuator = (
+                self.batch.bind(field) for field in ("xpos", "xipos", "cinert", "cvel", "qfrc_actuator"))
+            self.cfrc_ext = np.zeros((num_envs, model.nbody, 6))
+            self.scratch = mujoco.MjData(model)
         self.rngs = [None] * num_envs
         self.elapsed_steps = np.zeros(num_envs, dtype=np.int64)
         self.needs_reset = np.zeros(num_envs, dtype=bool)
+        # where each env was after its last step or reset: the start of the next step's forward velocity
+        self.x_position = np.zeros(num_envs)
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
@@ -261,21 +272,35 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
         return self._obs(), {}
 
     def step(self, actions):
+        env = self.reference
         resetting = self.needs_reset
         stepping = np.flatnonzero(~resetting)
-        x_before = self.qpos[:, 0].copy()
+        x_before = self.x_position.copy()
         self.ctrl[:] = actions
-        self.batch.step(ids=None if len(stepping) == self.num_envs else stepping, nstep=self.reference.frame_skip)
+        self.batch.step(ids=None if len(stepping) == self.num_envs else stepping, nstep=env.frame_skip)
+        if self.contact_forces:
+            for i in stepping:
+                self.batch.get_data(i, self.scratch)
+                mujoco.mj_rnePostConstraint(env.model, self.scratch)
+                self.cfrc_ext[i] = self.scratch.cfrc_ext
+        self.x_position = self._x_position()
         if resetting.any():
             self._reset_envs(np.flatnonzero(resetting))
-        env = self.reference
-        x_velocity = (self.qpos[:, 0] - x_before) / env.dt
-        # Gymnasium's expressions in its order and dtypes: the control cost is float32, as the actions are
-        reward = env._forward_reward_weight * x_velocity
+        x_velocity = (self.x_position - x_before) / env.dt
+        # Gymnasium's expressions in its order and dtypes: rewards - costs, the control cost in float32 as the
+        # actions are (Humanoid's in float64: it squares data.ctrl)
         healthy = self._healthy()
+        rewards = env._forward_reward_weight * x_velocity
         if hasattr(env, "_healthy_reward"):
-            reward = reward + healthy * env._healthy_reward
-        reward = reward - env._ctrl_cost_weight * np.sum(np.square(actions), axis=1)
+            rewards = rewards + healthy * env._healthy_reward
+        costs = env._ctrl_cost_weight * np.sum(np.square(self.ctrl if self.kind == "Humanoid" else actions), axis=1)
+        if self.kind == "Ant":
+            clipped = np.clip(self.cfrc_ext, *env._contact_force_range).reshape(self.num_envs, -1)
+            costs = costs + env._contact_cost_weight * np.sum(np.square(clipped), axis=1)
+        elif self.kind == "Humanoid":
+            contact_cost = env._contact_cost_weight * np.sum(np.square(self.cfrc_ext.reshape(self.num_envs, -1)), axis=1)
+            costs = costs + np.clip(contact_cost, *env._contact_cost_range)
+        reward = rewards - costs
         terminated = ~healthy if getattr(env, "_terminate_when_unhealthy", False) else np.zeros(self.num_envs, bool)
         self.elapsed_steps += 1
         self.elapsed_steps[resetting] = 0
@@ -287,29 +312,57 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
     def _reset_envs(self, ids):
         """mj_resetData, then Gymnasium's reset noise, drawn from each env's own RNG in Gymnasium's order."""
         env = self.reference
-        self.batch.reset(ids=ids)
+        # Gymnasium's set_state ends with mj_forward, whose positions and velocities Ant and Humanoid observe
+        self.batch.reset(ids=ids, stage=mujoco.mjtStage.mjSTAGE_NONE if self.contact_forces else mujoco.mjtStage.mjSTAGE_ACC)
         scale = env._reset_noise_scale
         for i in ids:
             if self.rngs[i] is None:
                 self.rngs[i] = gym.utils.seeding.np_random()[0]
             rng = self.rngs[i]
             self.qpos[i] = env.init_qpos + rng.uniform(low=-scale, high=scale, size=env.model.nq)
-            if self.is_half_cheetah:
+            if self.kind in ("HalfCheetah", "Ant"):
                 self.qvel[i] = env.init_qvel + scale * rng.standard_normal(env.model.nv)
             else:
                 self.qvel[i] = env.init_qvel + rng.uniform(low=-scale, high=scale, size=env.model.nv)
+        if self.contact_forces:
+            self.batch.forward(ids=ids)
+            self.cfrc_ext[ids] = 0.0  # zeroed by mj_resetData; mj_forward does not compute it
+        self.x_position[ids] = self._x_position()[ids]
         self.elapsed_steps[ids] = 0
 
+    def _x_position(self):
+        """The x coordinate whose change over a step is the forward velocity: the root joint's, Ant's torso's,
+        Humanoid's centre of mass."""
+        if self.kind == "Ant":
+            return self.xpos[:, self.reference._main_body, 0].copy()
+        if self.kind == "Humanoid":
+            mass = self.reference.model.body_mass
+            return np.einsum("b,nbj->nj", mass, self.xipos)[:, 0] / mass.sum()
+        return self.qpos[:, 0].copy()
+
     def _obs(self):
-        qvel = self.qvel if self.is_half_cheetah else np.clip(self.qvel, -10, 10)
-        return np.concatenate((self.qpos[:, 1:], qvel), axis=1)
+        n = self.num_envs
+        if self.kind == "HalfCheetah":
+            return np.concatenate((self.qpos[:, 1:], self.qvel), axis=1)
+        if self.kind == "Ant":
+            contact = np.clip(self.cfrc_ext, *self.reference._contact_force_range)[:, 1:].reshape(n, -1)
+            return np.concatenate((self.qpos[:, 2:], self.qvel, contact), axis=1)
+        if self.kind == "Humanoid":
+            return np.concatenate((self.qpos[:, 2:], self.qvel, self.cinert[:, 1:].reshape(n, -1),
+                                   self.cvel[:, 1:].reshape(n, -1), self.qfrc_actuator[:, 6:],
+                                   self.cfrc_ext[:, 1:].reshape(n, -1)), axis=1)
+        return np.concatenate((self.qpos[:, 1:], np.clip(self.qvel, -10, 10)), axis=1)
 
     def _healthy(self):
-        env, healthy = self.reference, np.ones(self.num_envs, dtype=bool)
-        if hasattr(env, "_healthy_z_range"):
-            (min_z, max_z), (min_angle, max_angle) = env._healthy_z_range, env._healthy_angle_range
-            z, angle = self.qpos[:, 1], self.qpos[:, 2]
-            healthy &= (min_z < z) & (z < max_z) & (min_angle < angle) & (angle < max_angle)
+        env, z = self.reference, self.qpos[:, 2] if self.contact_forces else self.qpos[:, 1]
+        min_z, max_z = getattr(env, "_healthy_z_range", (-np.inf, np.inf))
+        if self.kind == "Ant":
+            finite = np.isfinite(np.concatenate((self.qpos, self.qvel), axis=1)).all(axis=1)
+            return finite & (min_z <= z) & (z <= max_z)
+        healthy = (min_z < z) & (z < max_z)
+        if hasattr(env, "_healthy_angle_range"):
+            min_angle, max_angle = env._healthy_angle_range
+            healthy &= (min_angle < self.qpos[:, 2]) & (self.qpos[:, 2] < max_angle)
         if hasattr(env, "_healthy_state_range"):
             low, high = env._healthy_state_range
             state = np.concatenate((self.qpos[:, 2:], self.qvel), axis=1)
@@ -411,7 +464,8 @@ def env_state(envs):
     state = dict(wrappers=wrappers(envs))
     if isinstance(base, MujocoBatchEnv):
         state.update(sims=base.batch.state.copy(), rngs=[rng.bit_generator.state for rng in base.rngs],
-                     elapsed_steps=base.elapsed_steps.copy(), needs_reset=base.needs_reset.copy())
+                     elapsed_steps=base.elapsed_steps.copy(), needs_reset=base.needs_reset.copy(),
+                     x_position=base.x_position.copy(), cfrc_ext=base.cfrc_ext.copy() if base.contact_forces else None)
         return state
     state["autoreset_envs"] = base._autoreset_envs.copy()
     state["envs"] = []
@@ -420,7 +474,10 @@ def env_state(envs):
         if isinstance(sim, MujocoEnv):
             physics = np.empty(mujoco.mj_stateSize(sim.model, mujoco.mjtState.mjSTATE_INTEGRATION))
             mujoco.mj_getState(sim.model, sim.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
-            own = dict(physics=physics, rng=sim.np_random.bit_generator.state)
+            # body positions too: not integration state, but some envs' next reward starts from them (Ant's torso,
+            # Humanoid's centre of mass, Reacher's fingertip)
+            own = dict(physics=physics, xpos=sim.data.xpos.copy(), xipos=sim.data.xipos.copy(),
+                       rng=sim.np_random.bit_generator.state)
         else:
             own = dict(attributes=copy.deepcopy(vars(sim)))
         state["envs"].append(dict(wrappers=wrappers(env), **own))
@@ -442,6 +499,9 @@ def set_env_state(envs, state):
         for rng, saved in zip(base.rngs, state["rngs"], strict=True):
             rng.bit_generator.state = saved
         base.elapsed_steps[:], base.needs_reset[:] = state["elapsed_steps"], state["needs_reset"]
+        base.x_position[:] = state["x_position"]
+        if base.contact_forces:
+            base.cfrc_ext[:] = state["cfrc_ext"]
         return
     base._autoreset_envs[:] = state["autoreset_envs"]
     for env, saved in zip(base.envs, state["envs"], strict=True):
@@ -449,6 +509,7 @@ def set_env_state(envs, state):
         sim = env.unwrapped
         if "physics" in saved:
             mujoco.mj_setState(sim.model, sim.data, saved["physics"], mujoco.mjtState.mjSTATE_INTEGRATION)
+            sim.data.xpos[:], sim.data.xipos[:] = saved["xpos"], saved["xipos"]
             sim.np_random.bit_generator.state = saved["rng"]
         else:
             vars(sim).update(copy.deepcopy(saved["attributes"]))

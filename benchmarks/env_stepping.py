@@ -61,7 +61,7 @@ def main():
         if env_id in ppo.MUJOCO_BATCH_ENVS:
             backends += [("mujoco-batch", t) for t in opts.threads]
         else:
-            print(f"{env_id}: mujoco-batch does not support it (its observation needs cfrc_ext); Gymnasium only")
+            print(f"{env_id}: mujoco-batch does not support it; Gymnasium only")
         for num_envs in opts.num_envs:
             envs = {(b, t): build(env_id, num_envs, b, t, opts.wrapped) for b, t in backends}
             rates = {key: [] for key in envs}

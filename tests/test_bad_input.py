@@ -25,8 +25,9 @@ CASES = [
     (["--learning-rate", "0"], "--learning-rate must be > 0"),
     (["--target-kl", "-0.1"], "--target-kl must be > 0"),
     (["--minibatch-size", "1"], "--minibatch-size must be >= 2 with --norm-adv"),
-    (["--env-backend", "mujoco-batch", "--env-id", "Ant-v5"],
-     "--env-backend mujoco-batch supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, got 'Ant-v5'"),
+    (["--env-backend", "mujoco-batch", "--env-id", "Swimmer-v5"],
+     "--env-backend mujoco-batch supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5 "
+     "(Gymnasium's defaults), got 'Swimmer-v5'"),
     (["--env-backend", "mujoco-batch", "--norm-stats", "per-env"],
      "--norm-stats per-env needs --env-backend gymnasium; --env-backend mujoco-batch allows only shared"),
     (["--env-threads", "0"], "--env-threads must be a positive integer"),

@@ -14,9 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 
 from conftest import SCRIPT, load_kl, run_script
 
-# Hopper falls within a few dozen random steps, so episodes end, reset and get logged on both sides of the stop.
-LONG = ["--env-id", "Hopper-v5", "--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32",
-        "--total-timesteps", str(12 * 128)]
+# Hopper, Ant and Humanoid fall within a few dozen steps of a fresh policy, so episodes end, reset and get logged
+# on both sides of the stop.
+LONG = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--total-timesteps", str(12 * 128)]
 
 
 def start_and_stop(runs_dir, run_name, flags, signum, after_kl_files):
@@ -41,9 +41,13 @@ def scalars(run_dir):
 
 
 @pytest.mark.parametrize("flags,signum,stop_after", [
-    (["--norm-stats", "per-env"], signal.SIGTERM, 3),  # Gymnasium's envs, checkpoint every iteration
-    (["--env-backend", "mujoco-batch", "--checkpoint-every", "3"], signal.SIGINT, 4),  # stopped between checkpoints
-], ids=["gymnasium-per-env-SIGTERM", "mujoco-batch-every-3-SIGINT"])
+    (["--env-id", "Hopper-v5", "--norm-stats", "per-env"], signal.SIGTERM, 3),  # checkpoint every iteration
+    (["--env-id", "Hopper-v5", "--env-backend", "mujoco-batch", "--checkpoint-every", "3"], signal.SIGINT, 4),
+    # their rewards start from body positions, which are no integration state
+    (["--env-id", "Ant-v5"], signal.SIGTERM, 3),
+    (["--env-id", "Humanoid-v5", "--env-backend", "mujoco-batch"], signal.SIGTERM, 3),
+], ids=["Hopper-gymnasium-per-env-SIGTERM", "Hopper-mujoco-batch-every-3-SIGINT", "Ant-gymnasium",
+        "Humanoid-mujoco-batch"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, flags, signum, stop_after):
     runs = tmp_path / "runs"
     run_script(runs, "whole", *LONG, *flags)
