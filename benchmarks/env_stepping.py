@@ -20,14 +20,14 @@ import gymnasium as gym
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import ppo_continuous_kl as ppo
+import vector_envs
 
 
 def build(env_id, num_envs, backend, threads, wrapped):
     if wrapped:
-        return ppo.make_envs(env_id, num_envs, 0.99, backend=backend, env_threads=threads)
+        return vector_envs.make_envs(env_id, num_envs, 0.99, backend=backend, env_threads=threads)
     if backend == "mujoco-batch":
-        return ppo.MujocoBatchEnv(env_id, num_envs, threads)
+        return vector_envs.MujocoBatchEnv(env_id, num_envs, threads)
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
@@ -53,12 +53,12 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0, help="minimum stepping time of one measurement")
     parser.add_argument("--wrapped", action="store_true", help="step through the training script's wrappers")
     opts = parser.parse_args()
-    ppo.quiet_mujoco()
+    vector_envs.quiet_mujoco()
     print(f"{os.cpu_count()} CPUs; {'wrapped' if opts.wrapped else 'raw'} envs, random actions, "
           f"{opts.rounds} rounds of >= {opts.seconds:g} s per measurement; transitions/s, median over rounds")
     for env_id in opts.env_ids:
         backends = [("gymnasium", 1)]
-        if env_id in ppo.MUJOCO_BATCH_ENVS:
+        if env_id in vector_envs.MUJOCO_BATCH_ENVS:
             backends += [("mujoco-batch", t) for t in opts.threads]
         else:
             print(f"{env_id}: mujoco-batch does not support it; Gymnasium only")

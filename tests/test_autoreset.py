@@ -4,7 +4,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ppo_continuous_kl import Agent, Rollout, collect_rollout, compute_gae, flatten_transitions, make_envs
+from ppo_continuous_kl import Agent, Rollout, collect_rollout, compute_gae, flatten_transitions
+from vector_envs import make_envs
 
 
 class Recorder(gym.vector.VectorWrapper):

@@ -7,21 +7,21 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import ppo_continuous_kl as ppo
+import vector_envs
 from conftest import TINY, load_kl, run_script
 
-ppo.quiet_mujoco()
+vector_envs.quiet_mujoco()
 
 
 def gymnasium_envs(env_id, num_envs):
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
-@pytest.mark.parametrize("env_id", ppo.MUJOCO_BATCH_ENVS)
+@pytest.mark.parametrize("env_id", vector_envs.MUJOCO_BATCH_ENVS)
 @pytest.mark.parametrize("env_threads", [1, 2])
 def test_transitions_equal_gymnasium_step_by_step(env_id, env_threads):
     num_envs, num_steps = 4, 1050  # past the 1000-step truncation
-    reference, batched = gymnasium_envs(env_id, num_envs), ppo.MujocoBatchEnv(env_id, num_envs, env_threads)
+    reference, batched = gymnasium_envs(env_id, num_envs), vector_envs.MujocoBatchEnv(env_id, num_envs, env_threads)
     obs_ref, _ = reference.reset(seed=11)
     obs, _ = batched.reset(seed=11)
     np.testing.assert_array_equal(obs, obs_ref)
@@ -46,7 +46,7 @@ def test_transitions_equal_gymnasium_step_by_step(env_id, env_threads):
 
 def test_wrapped_envs_and_episode_statistics_equal_gymnasium():
     """The training script's whole env stack (normalisation, clipping, episode statistics) on either backend."""
-    stacks = [ppo.make_envs("Walker2d-v5", 3, 0.99, backend=backend) for backend in ("gymnasium", "mujoco-batch")]
+    stacks = [vector_envs.make_envs("Walker2d-v5", 3, 0.99, backend=backend) for backend in ("gymnasium", "mujoco-batch")]
     first = [envs.reset(seed=5)[0] for envs in stacks]
     np.testing.assert_array_equal(first[0], first[1])
     rng = np.random.default_rng(1)
@@ -63,7 +63,7 @@ def test_wrapped_envs_and_episode_statistics_equal_gymnasium():
             np.testing.assert_array_equal(info["episode"]["r"][info["_episode"]], info_ref["episode"]["r"][info_ref["_episode"]])
             episodes += info["_episode"].sum()
     assert episodes >= 5
-    for (obs_norm, ret_norm), (obs_norm_ref, ret_norm_ref) in zip(ppo.normalizers(stacks[1]), ppo.normalizers(stacks[0])):
+    for (obs_norm, ret_norm), (obs_norm_ref, ret_norm_ref) in zip(vector_envs.normalizers(stacks[1]), vector_envs.normalizers(stacks[0])):
         np.testing.assert_array_equal(obs_norm.obs_rms.mean, obs_norm_ref.obs_rms.mean)
         np.testing.assert_array_equal(ret_norm.return_rms.var, ret_norm_ref.return_rms.var)
 

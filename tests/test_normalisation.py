@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ppo_continuous_kl import get_norm_stats, make_envs, set_norm_stats
+from vector_envs import get_norm_stats, make_envs, set_norm_stats
 
 
 def step_randomly(envs, steps, seed=0):
