@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from vector_envs import (MUJOCO_BATCH_ENVS, env_state, get_norm_stats, make_envs, quiet_mujoco, set_env_state,
                          set_norm_stats)
+from warp_envs import WARP_ENVS, WARP_REFUSED, import_warp, make_warp_envs
 
 
 @dataclass
@@ -114,8 +115,8 @@ class Args:
     """stop an iteration's epochs once the approximate KL of the last minibatch exceeds this"""
     norm_stats: Literal["shared", "per-env"] = "shared"
     """observation/reward normalisation: one running mean/var for all envs, or one per env (CleanRL)"""
-    env_backend: Literal["gymnasium", "mujoco-batch"] = "gymnasium"
-    """who steps the envs: Gymnasium's SyncVectorEnv (the reference), or MuJoCo's batched stepping (mujoco.batch), several times faster and equal to it bit for bit, for HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5 and Humanoid-v5"""
+    env_backend: Literal["gymnasium", "mujoco-batch", "warp"] = "gymnasium"
+    """who steps the envs: Gymnasium's SyncVectorEnv (the reference); MuJoCo's batched stepping (mujoco.batch), several times faster and equal to it bit for bit, for HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5 and Humanoid-v5; or MuJoCo Warp on the training device (a GPU; Warp's CPU device is slow), in float32 and with the wrappers in torch, for HalfCheetah-v5, Hopper-v5, Walker2d-v5 and Humanoid-v5 (with Newton in place of its PGS solver; Ant-v5 refused). Needs pip install mujoco-warp; kernels compile on first use (about a minute, cached in ~/.cache/warp)"""
     env_threads: int = 1
     """threads of --env-backend mujoco-batch; one per core is fastest for a single run (sweeps already run one job per core)"""
 
@@ -201,6 +202,21 @@ def check_args(args: Args) -> Args:
             if value != allowed:
                 fail(f"--{flag.replace('_', '-')} {value} needs --env-backend gymnasium; "
                      f"--env-backend mujoco-batch allows only {allowed}")
+    if args.env_backend == "warp":
+        if args.env_id in WARP_REFUSED:
+            fail(f"--env-backend warp refuses --env-id {args.env_id}: {WARP_REFUSED[args.env_id]}; "
+                 "--env-backend mujoco-batch or gymnasium runs it")
+        if args.env_id not in WARP_ENVS:
+            fail(f"--env-backend warp supports --env-id {', '.join(WARP_ENVS)} (Gymnasium's defaults), got "
+                 f"{args.env_id!r}; --env-backend gymnasium runs any env")
+        for flag, value, allowed in (("norm_stats", args.norm_stats, "shared"), ("capture_video", args.capture_video, False)):
+            if value != allowed:
+                fail(f"--{flag.replace('_', '-')} {value} needs --env-backend gymnasium; "
+                     f"--env-backend warp allows only {allowed}")
+        try:
+            import_warp()
+        except ImportError as e:
+            fail(f"--env-backend warp needs MuJoCo Warp ({e}): pip install mujoco-warp==4.0.0")
     if args.run_name is not None and (not args.run_name or "/" in args.run_name):
         fail(f"--run-name must be a non-empty folder name without '/', got {args.run_name!r}")
     for flag, module in (("capture_video", "moviepy"), ("track", "wandb")):
@@ -260,8 +276,12 @@ class Rollout:
 
 def collect_rollout(envs, agent, rollout, next_obs, next_done, device):
     """Steps every env num_steps times with the current policy; returns the next obs/done and the
-    (return, length) of every episode that finished."""
+    (step, return, length) of every episode that finished."""
     episodes = []
+    if getattr(envs, "on_device", False):  # --env-backend warp: tensors in and out, episodes read once at the end
+        ended = torch.zeros(rollout.rewards.shape, dtype=torch.bool, device=device)
+        ended_returns = torch.zeros(rollout.rewards.shape, dtype=torch.float64, device=device)
+        ended_lengths = torch.zeros(rollout.rewards.shape, dtype=torch.int64, device=device)
     for step in range(rollout.obs.shape[0]):
         rollout.obs[step] = next_obs
         rollout.dones[step] = next_done
@@ -270,6 +290,12 @@ def collect_rollout(envs, agent, rollout, next_obs, next_done, device):
         rollout.values[step] = value.flatten()
         rollout.actions[step] = action
         rollout.logprobs[step] = logprob
+        if getattr(envs, "on_device", False):
+            next_obs, rollout.rewards[step], terminations, truncations, infos = envs.step(action)
+            next_done = (terminations | truncations).float()
+            ended[step], ended_returns[step], ended_lengths[step] = (
+                infos["episode_done"], infos["episode_return"], infos["episode_length"])
+            continue
         obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
         next_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
         next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
@@ -277,6 +303,10 @@ def collect_rollout(envs, agent, rollout, next_obs, next_done, device):
         if "episode" in infos:
             for i in np.flatnonzero(infos["_episode"]):
                 episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+    if getattr(envs, "on_device", False):
+        steps, envs_ended = ended.nonzero(as_tuple=True)
+        episodes = list(zip(steps.tolist(), ended_returns[steps, envs_ended].tolist(),
+                            ended_lengths[steps, envs_ended].tolist()))
     return next_obs, next_done, episodes
 
 
@@ -626,8 +656,11 @@ if __name__ == "__main__":
 
     # environments
     quiet_mujoco()
-    envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, args.capture_video, run_dir,
-                     args.env_backend, args.env_threads)
+    if args.env_backend == "warp":
+        envs = make_warp_envs(args.env_id, args.num_envs, args.gamma, device)
+    else:
+        envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, args.capture_video, run_dir,
+                         args.env_backend, args.env_threads)
     if not isinstance(envs.single_action_space, gym.spaces.Box):
         fail(f"--env-id {args.env_id} has a {type(envs.single_action_space).__name__} action space; only continuous (Box) action spaces are supported")
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
@@ -662,6 +695,9 @@ if __name__ == "__main__":
     if checkpoint is not None:
         agent.load_state_dict(checkpoint["agent"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if args.env_backend == "warp" and checkpoint["envs"]["device"] != device.type:
+            fail(f"{checkpoint_path} was written by MuJoCo Warp on the {checkpoint['envs']['device']} device: a --env-backend "
+                 f"warp run resumes only there (its simulation state and RNG are the device's), not on {device.type}")
         set_env_state(envs, checkpoint["envs"])
         set_rng_states(checkpoint["rngs"], kl_generator)
         next_obs, next_done = checkpoint["next_obs"].to(device), checkpoint["next_done"].to(device)
@@ -717,6 +753,8 @@ if __name__ == "__main__":
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             next_obs, next_done, episodes = collect_rollout(envs, agent, rollout, next_obs, next_done, device)
+            if args.env_backend == "warp" and (overflow := envs.overflow_message()):
+                fail(f"iteration {iteration}: {overflow}; stopping. Everything logged before it is in {run_dir}")
             global_step += args.batch_size
             recent_returns = [r for _, r, _ in episodes] or recent_returns
 

@@ -227,6 +227,8 @@ def normalizers(envs):
 
 
 def get_norm_stats(envs):
+    if getattr(envs, "on_device", False):  # --env-backend warp keeps its statistics in tensors
+        return envs.norm_stats()
     pairs = normalizers(envs)
     stats = {}
     for key, rms in (("obs", lambda p: p[0].obs_rms), ("ret", lambda p: p[1].return_rms)):
@@ -254,6 +256,9 @@ def env_state(envs):
     """Everything the envs' next steps depend on. Gymnasium's MuJoCo envs pickle only their constructor arguments,
     so the simulation state (mj_getState's integration state: qpos, qvel, warm start, ...), each env's RNG and the
     wrappers' bookkeeping are taken out one by one; other envs are copied attribute by attribute."""
+    if getattr(envs, "on_device", False):  # --env-backend warp: tensors on the device
+        return envs.state()
+
     def wrappers(env):
         return [{k: copy.deepcopy(v) for k, v in vars(w).items() if isinstance(v, WRAPPER_STATE_TYPES)}
                 for w in wrapper_chain(env) if isinstance(w, (gym.Wrapper, gym.vector.VectorWrapper))]
@@ -290,6 +295,8 @@ def set_env_state(envs, state):
             for k, v in attributes.items():
                 setattr(w, k, copy.deepcopy(v))
 
+    if getattr(envs, "on_device", False):
+        return envs.set_state(state)
     base = envs.unwrapped
     set_wrappers(envs, state["wrappers"])
     if isinstance(base, MujocoBatchEnv):

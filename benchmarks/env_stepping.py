@@ -3,12 +3,14 @@
     python benchmarks/env_stepping.py                                   # HalfCheetah-v5 and Humanoid-v5, 500 and 1000 envs
     python benchmarks/env_stepping.py --env-ids Walker2d-v5 --num-envs 64 500 --threads 1 2 4
     python benchmarks/env_stepping.py --wrapped                         # with the training script's wrappers
+    python benchmarks/env_stepping.py --warp cuda --num-envs 1000 4096 16384 --threads 16   # and MuJoCo Warp
 
 Each measurement steps the vector env with uniform random actions (drawn beforehand) for at least --seconds,
 autoresets included; the envs are built and reset outside the timing. Raw envs by default: Gymnasium's
-SyncVectorEnv (the reference, next-step autoreset) and ppo_continuous_kl.MujocoBatchEnv on each thread count.
---wrapped puts both inside ppo_continuous_kl.make_envs's stack (normalisation, clipping, episode statistics), as a
-training run steps them. Ratios are taken within each round, then their median is printed.
+SyncVectorEnv (the reference, next-step autoreset), vector_envs.MujocoBatchEnv on each thread count and, with
+--warp DEVICE, warp_envs.WarpVectorEnv on that device (actions drawn there, time measured to the device's last
+step). --wrapped puts each inside the training script's wrappers (normalisation, clipping, episode statistics:
+Gymnasium's for the first two, warp_envs.CleanRLWrappers for Warp), as a training run steps them. Ratios are taken within each round, then their median is printed.
 """
 import argparse
 import os
@@ -18,12 +20,17 @@ import time
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import vector_envs
+import warp_envs
 
 
 def build(env_id, num_envs, backend, threads, wrapped):
+    if backend == "warp":  # `threads` holds the device
+        envs = warp_envs.WarpVectorEnv(env_id, num_envs, threads)
+        return warp_envs.CleanRLWrappers(envs, 0.99) if wrapped else envs
     if wrapped:
         return vector_envs.make_envs(env_id, num_envs, 0.99, backend=backend, env_threads=threads)
     if backend == "mujoco-batch":
@@ -36,11 +43,17 @@ def transitions_per_s(envs, seconds, seed):
     rng = np.random.default_rng(seed)
     space = envs.single_action_space
     actions = rng.uniform(space.low, space.high, (32, envs.num_envs) + space.shape).astype(np.float32)
+    device = getattr(envs, "device", None)
+    if device is not None:  # MuJoCo Warp: actions on its device; its first steps load (or compile) the kernels
+        actions = torch.as_tensor(actions, device=device)
+        envs.step(actions[0])
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for action in actions:
             envs.step(action)
         steps += len(actions)
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
     return steps * envs.num_envs / (time.perf_counter() - start)
 
 
@@ -52,6 +65,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="minimum stepping time of one measurement")
     parser.add_argument("--wrapped", action="store_true", help="step through the training script's wrappers")
+    parser.add_argument("--warp", metavar="DEVICE", help="also MuJoCo Warp on this device (cuda, cpu)")
     opts = parser.parse_args()
     vector_envs.quiet_mujoco()
     print(f"{os.cpu_count()} CPUs; {'wrapped' if opts.wrapped else 'raw'} envs, random actions, "
@@ -61,7 +75,11 @@ def main():
         if env_id in vector_envs.MUJOCO_BATCH_ENVS:
             backends += [("mujoco-batch", t) for t in opts.threads]
         else:
-            print(f"{env_id}: mujoco-batch does not support it; Gymnasium only")
+            print(f"{env_id}: mujoco-batch does not support it")
+        if opts.warp and env_id in warp_envs.WARP_ENVS:
+            backends.append(("warp", opts.warp))
+        elif opts.warp:
+            print(f"{env_id}: the warp backend does not support it")
         for num_envs in opts.num_envs:
             envs = {(b, t): build(env_id, num_envs, b, t, opts.wrapped) for b, t in backends}
             rates = {key: [] for key in envs}
@@ -70,7 +88,8 @@ def main():
                     rates[key].append(transitions_per_s(vec, opts.seconds, seed=r))
             reference = rates[("gymnasium", 1)]
             for (backend, threads), rate in rates.items():
-                label = "gymnasium SyncVectorEnv" if backend == "gymnasium" else f"mujoco-batch, {threads} thread(s)"
+                label = {"gymnasium": "gymnasium SyncVectorEnv", "warp": f"MuJoCo Warp on {threads}"}.get(
+                    backend, f"mujoco-batch, {threads} thread(s)")
                 ratio = statistics.median(x / y for x, y in zip(rate, reference))
                 print(f"{env_id:15s} N={num_envs:5d}  {label:26s} {statistics.median(rate):9,.0f}/s  "
                       f"x{ratio:.2f} of Sync (rounds: {', '.join(f'{x:,.0f}' for x in rate)})", flush=True)

@@ -30,6 +30,13 @@ CASES = [
      "(Gymnasium's defaults), got 'Swimmer-v5'"),
     (["--env-backend", "mujoco-batch", "--norm-stats", "per-env"],
      "--norm-stats per-env needs --env-backend gymnasium; --env-backend mujoco-batch allows only shared"),
+    (["--env-backend", "warp", "--env-id", "Ant-v5"],
+     "--env-backend warp refuses --env-id Ant-v5: MuJoCo Warp 4.0.0 orients plane-capsule contact frames unlike MuJoCo"),
+    (["--env-backend", "warp", "--env-id", "Swimmer-v5"],
+     "--env-backend warp supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, Humanoid-v5 (Gymnasium's defaults), "
+     "got 'Swimmer-v5'"),
+    (["--env-backend", "warp", "--norm-stats", "per-env"],
+     "--norm-stats per-env needs --env-backend gymnasium; --env-backend warp allows only shared"),
     (["--env-threads", "0"], "--env-threads must be a positive integer"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be a non-negative integer"),
     (["--resume"], "--resume: "),  # nothing to resume in a fresh folder

@@ -1,0 +1,203 @@
+"""--env-backend warp: MuJoCo Warp envs (on Warp's CPU device here) step by step against Gymnasium's own envs, the torch
+wrappers against Gymnasium's vector wrappers, and tiny real training runs, stopped and resumed."""
+import os
+import signal
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.envs.mujoco.humanoid_v5 import mass_center
+
+from conftest import SCRIPT, load_kl, run_script
+from test_resume import scalars, start_and_stop
+from vector_envs import MujocoBatchEnv, get_norm_stats, make_envs
+from warp_envs import CleanRLWrappers
+
+# CI installs MuJoCo Warp from requirements.txt, so there a missing package is a failure, not a skip
+if not os.environ.get("CI"):
+    pytest.importorskip("mujoco_warp")
+from warp_envs import WarpVectorEnv  # noqa: E402
+
+NUM_WORLDS = 3
+# steps, TimeLimit (HalfCheetah never falls: a short limit puts truncations and the resets after them into the run),
+# seed and tolerances. Warp computes in float32, MuJoCo in float64, and a contact solve amplifies the rounding:
+# most in HalfCheetah's joint velocities (~2e-3 on values ~10) and Humanoid's contact and actuator forces (entries of
+# hundreds; its Warp side also runs Newton in place of PGS). obs: |warp - gym| <= atol + 1e-3 |gym|.
+CASES = {
+    "HalfCheetah-v5": dict(steps=45, max_episode_steps=20, seed=1, obs_atol=1e-3),
+    "Hopper-v5": dict(steps=30, max_episode_steps=1000, seed=2, obs_atol=1e-3),
+    "Walker2d-v5": dict(steps=30, max_episode_steps=1000, seed=3, obs_atol=1e-3),
+    "Humanoid-v5": dict(steps=30, max_episode_steps=1000, seed=5, obs_atol=1e-2),
+}
+
+
+def forward_position(env_id, env):
+    """The position Gymnasium's env differences at its next step, read from its data."""
+    if env_id == "Humanoid-v5":
+        return mass_center(env.model, env.data)[0]
+    return env.data.qpos[0]
+
+
+@pytest.mark.parametrize("env_id", list(CASES))
+def test_warp_env_steps_as_gymnasium(env_id):
+    """Same state, same actions, every step: observation, reward, terminated and truncated agree, through
+    terminations, truncations and the autoreset steps after them.
+
+    Before each step the Warp worlds take Gymnasium's carried state (qpos, qvel, solver warm start, forward position),
+    so that each compared step holds one step's float32 error instead of a chaotic divergence; the step itself, the
+    rewards, flags and resets run through the backend's own code. A Warp world resets to the state Gymnasium's env
+    reset to (their noise RNGs differ by design)."""
+    case = CASES[env_id]
+    n, gym_envs = NUM_WORLDS, gym.vector.SyncVectorEnv(
+        [lambda: gym.make(env_id, max_episode_steps=case["max_episode_steps"])] * NUM_WORLDS,
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    sims = [e.unwrapped for e in gym_envs.envs]
+    warp = WarpVectorEnv(env_id, n, "cpu", max_episode_steps=case["max_episode_steps"])
+
+    def gym_state(field):
+        return torch.tensor(np.stack([getattr(sim.data, field) for sim in sims]))
+
+    warp.reset_state = lambda: (gym_state("qpos"), gym_state("qvel"))
+    obs_gym, _ = gym_envs.reset(seed=case["seed"])
+    obs_warp, _ = warp.reset()
+    np.testing.assert_allclose(obs_warp.numpy(), obs_gym, atol=case["obs_atol"], rtol=1e-3)
+    rng = np.random.default_rng(case["seed"])
+    low, high = gym_envs.single_action_space.low, gym_envs.single_action_space.high
+    seen = dict(terminated=0, truncated=0, resets=0)
+    for step in range(case["steps"]):
+        action = rng.uniform(low, high, size=(n, len(low))).astype(np.float32)
+        for field in ("qpos", "qvel", "qacc_warmstart"):
+            getattr(warp, field).copy_(gym_state(field))
+        warp.x_position.copy_(torch.tensor([forward_position(env_id, sim) for sim in sims]))
+        resetting = warp.needs_reset.numpy().copy()
+        obs_gym, reward_gym, terminated_gym, truncated_gym, _ = gym_envs.step(action)
+        # the reset state of the worlds that resets this step is the one Gymnasium just drew
+        obs_warp, reward_warp, terminated_warp, truncated_warp, _ = warp.step(torch.from_numpy(action))
+        where = f"{env_id} step {step}"
+        np.testing.assert_array_equal(terminated_warp.numpy(), terminated_gym, err_msg=where)
+        np.testing.assert_array_equal(truncated_warp.numpy(), truncated_gym, err_msg=where)
+        np.testing.assert_allclose(obs_warp.numpy(), obs_gym, atol=case["obs_atol"], rtol=1e-3, err_msg=where)
+        np.testing.assert_allclose(reward_warp.numpy(), reward_gym, atol=1e-3, rtol=0, err_msg=where)
+        seen["terminated"] += terminated_gym.sum()
+        seen["truncated"] += truncated_gym.sum()
+        seen["resets"] += resetting.sum()
+        assert (reward_warp.numpy()[resetting] == 0).all()
+    # the run went through what it claims to test
+    assert seen["resets"] > 0 and seen["terminated" if env_id != "HalfCheetah-v5" else "truncated"] > 0, seen
+    gym_envs.close()
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "Humanoid-v5"])  # HalfCheetah never terminates
+def test_warp_env_healthy_ranges_are_gymnasiums(env_id):
+    """Termination on 2,000 random states spread across the healthy ranges' bounds, against the env's is_healthy."""
+    sim = gym.make(env_id).unwrapped
+    warp = WarpVectorEnv(env_id, 2000, "cpu")
+    rng = np.random.default_rng(0)
+    qpos = sim.init_qpos + rng.uniform(-1.5, 1.5, (2000, sim.model.nq)) * rng.choice([0.1, 1.0], (2000, 1))
+    qvel = rng.uniform(-150, 150, (2000, sim.model.nv)) * rng.choice([0.01, 1.0], (2000, 1))
+    warp.qpos.copy_(torch.tensor(qpos)), warp.qvel.copy_(torch.tensor(qvel))
+    expected = []
+    for p, v in zip(qpos.astype(np.float32).astype(np.float64), qvel.astype(np.float32).astype(np.float64)):
+        sim.set_state(p, v)
+        expected.append(sim.is_healthy)
+    assert 200 < sum(expected) < 1800  # both sides of the bounds are sampled
+    np.testing.assert_array_equal(warp.spec.healthy(warp).numpy(), expected)
+
+
+def test_warp_env_noise_and_autoreset_are_its_own():
+    """Seeded reset noise reproduces, differs between seeds and worlds, and has Gymnasium's scale; the step after an
+    episode's end ignores the action."""
+    a, b = (WarpVectorEnv("Hopper-v5", 4, "cpu", max_episode_steps=2) for _ in range(2))
+    first, _ = a.reset(seed=7)
+    again, _ = b.reset(seed=7)
+    assert torch.equal(first, again) and not torch.equal(first[0], first[1])
+    init = gym.make("Hopper-v5").unwrapped.init_qpos
+    assert 0 < (a.qpos.double() - torch.tensor(init)).abs().max() <= 5e-3 + 1e-6
+    zeros, ones = torch.zeros(4, 3), torch.ones(4, 3)
+    a.step(zeros), b.step(zeros)
+    _, _, _, truncated, _ = a.step(zeros)
+    b.step(ones)
+    assert truncated.all()
+    obs_a, reward_a, _, _, _ = a.step(zeros)  # the reset step: actions differ, results do not
+    obs_b, reward_b, _, _, _ = b.step(ones)
+    assert torch.equal(obs_a, obs_b) and (reward_a == 0).all() and (reward_b == 0).all()
+
+
+class TensorEnv:
+    """A numpy vector env seen through tensors, as the torch wrappers see WarpVectorEnv."""
+
+    def __init__(self, envs):
+        self.envs, self.num_envs, self.device = envs, envs.num_envs, torch.device("cpu")
+        self.single_observation_space, self.single_action_space = envs.single_observation_space, envs.single_action_space
+
+    def reset(self, seed=None):
+        obs, info = self.envs.reset(seed=seed)
+        return torch.from_numpy(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.envs.step(action.numpy())
+        return (torch.from_numpy(obs), torch.from_numpy(reward), torch.from_numpy(terminated),
+                torch.from_numpy(truncated), info)
+
+
+def test_torch_wrappers_match_gymnasium_vector_wrappers():
+    """CleanRL's wrapper chain in torch against Gymnasium's vector wrappers (the gymnasium/mujoco-batch backends'),
+    over the same Hopper envs and actions, 300 steps with many episode ends: observations, rewards, episode
+    statistics and the normalisation statistics agree to float rounding."""
+    n, gamma = 5, 0.99
+    reference = make_envs("Hopper-v5", n, gamma, backend="mujoco-batch")
+    ours = CleanRLWrappers(TensorEnv(MujocoBatchEnv("Hopper-v5", n)), gamma)
+    obs_ref, _ = reference.reset(seed=3)
+    obs_ours, _ = ours.reset(seed=3)
+    np.testing.assert_allclose(obs_ours.numpy(), obs_ref, rtol=1e-6, atol=1e-6)
+    rng = np.random.default_rng(0)
+    episodes = 0
+    for step in range(300):
+        action = rng.normal(0, 1.5, size=(n, 3)).astype(np.float32)  # beyond the action box: clipping matters
+        obs_ref, reward_ref, terminated_ref, truncated_ref, info = reference.step(action)
+        obs_ours, reward_ours, terminated, truncated, info_ours = ours.step(torch.from_numpy(action))
+        np.testing.assert_allclose(obs_ours.numpy(), obs_ref, rtol=1e-5, atol=1e-5, err_msg=f"step {step}")
+        np.testing.assert_allclose(reward_ours.numpy(), reward_ref, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
+        done = terminated_ref | truncated_ref
+        np.testing.assert_array_equal(info_ours["episode_done"].numpy(), done)
+        if done.any():
+            episodes += done.sum()
+            np.testing.assert_allclose(info_ours["episode_return"].numpy()[done], info["episode"]["r"][done], rtol=1e-12)
+            np.testing.assert_array_equal(info_ours["episode_length"].numpy()[done], info["episode"]["l"][done])
+    assert episodes > 20
+    stats_ref, stats_ours = get_norm_stats(reference), ours.norm_stats()
+    for key in stats_ref:
+        np.testing.assert_allclose(stats_ours[key], stats_ref[key], rtol=1e-6, err_msg=key)
+
+
+# Humanoid falls within ~20 steps of a fresh policy, so episodes end, reset and get logged on both sides of the stop
+WARP_RUN = ["--env-backend", "warp", "--env-id", "Humanoid-v5", "--num-envs", "4", "--num-steps", "16",
+            "--minibatch-size", "32", "--total-timesteps", str(5 * 64)]
+
+
+def test_warp_run_stopped_and_resumed_equals_uninterrupted_run(tmp_path):
+    runs = tmp_path / "runs"
+    whole_proc = subprocess.Popen([sys.executable, SCRIPT, "--runs-dir", str(runs), "--run-name", "whole", *WARP_RUN],
+                                  cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code, out, err = start_and_stop(runs, "cut", WARP_RUN, signal.SIGTERM, 2)
+    whole_out, whole_err = whole_proc.communicate(timeout=600)
+    assert whole_proc.returncode == 0, whole_out + whole_err
+    assert "Newton solver in place of humanoid.xml's PGS" in whole_err
+    assert code == 128 + signal.SIGTERM, (code, out, err)
+    proc, cut = run_script(runs, "cut", *WARP_RUN)
+    assert f"resuming {cut} after iteration" in proc.stdout
+
+    whole = os.path.join(runs, "whole")
+    a, b = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (whole, cut))
+    assert a["iteration"] == b["iteration"] == 5
+    for name in a["agent"]:
+        assert torch.equal(a["agent"][name], b["agent"][name]), name
+    assert a["recent_returns"] == b["recent_returns"] and len(a["recent_returns"]) > 0
+    for x, y in zip(load_kl(whole), load_kl(cut), strict=True):
+        assert all(np.array_equal(x[k], y[k]) for k in x)
+    logged_whole, logged_cut = scalars(whole), scalars(cut)
+    assert logged_whole["charts/episodic_return"] == logged_cut["charts/episodic_return"]
+    assert len(logged_whole["charts/episodic_return"]) > 4

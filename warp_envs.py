@@ -1,0 +1,363 @@
+# --env-backend warp of ppo_continuous_kl.py: N copies of a Gymnasium v5 MuJoCo env simulated by MuJoCo Warp (GPU, or
+# Warp's CPU device for tests) from the MJCF files Gymnasium ships, with observations, rewards, terminations,
+# truncation, reset noise and next-step autoreset computed in torch on the same device, and CleanRL's wrappers
+# (episode statistics, action clipping, observation and reward normalisation, clipping) as batched torch ops with
+# the semantics of Gymnasium's vector wrappers. Nothing leaves the device during a rollout.
+#
+# Where it differs from Gymnasium (measured in docs/warp_backend.md): MuJoCo Warp computes in float32, MuJoCo in
+# float64; MuJoCo Warp has no PGS solver, which Humanoid-v5's humanoid.xml selects, so Humanoid runs Newton (same
+# contact problem; from equal states the two differ by ~6e-6 relative); Ant-v5 is refused, since MuJoCo Warp 4.0.0
+# orients plane-capsule contact frames differently from MuJoCo, which changes Ant's contact forces.
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import gymnasium as gym
+import gymnasium.envs.mujoco
+import mujoco
+import numpy as np
+import torch
+
+WARP_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Humanoid-v5")
+WARP_REFUSED = {
+    "Ant-v5": "MuJoCo Warp 4.0.0 orients plane-capsule contact frames unlike MuJoCo for capsules steeper than "
+              "60 degrees (Ant's lower legs at touchdown); with Ant's pyramidal friction cones its contact forces, "
+              "observations and rewards then differ (docs/warp_backend.md)",
+}
+# physics overflows that mean a world lost contacts or constraints (the solver's iteration limit is not one)
+OVERFLOW_BITS = {1 << 0: "njmax (constraint rows)", 1 << 1: "njmax_nnz", 1 << 2: "broadphase", 1 << 3: "nconmax (contacts)"}
+
+
+# Each env as Gymnasium's *_v5.py defines it with default arguments. `v` is the WarpVectorEnv; v.qpos, v.qvel, ... are
+# torch views of MuJoCo Warp's arrays, [num_envs, ...].
+def obs_root_x_excluded(v):  # HalfCheetah
+    return torch.cat([v.qpos[:, 1:], v.qvel], 1)
+
+
+def obs_root_x_excluded_qvel_clipped(v):  # Hopper, Walker2d
+    return torch.cat([v.qpos[:, 1:], v.qvel.clamp(-10.0, 10.0)], 1)
+
+
+def obs_humanoid(v):
+    # x, y left out, then the bodies' (world excluded) cinert, cvel, cfrc_ext and the non-root actuator forces
+    return torch.cat([v.qpos[:, 2:], v.qvel, v.cinert[:, 1:].flatten(1), v.cvel[:, 1:].flatten(1),
+                      v.qfrc_actuator[:, 6:], v.cfrc_ext[:, 1:].flatten(1)], 1)
+
+
+def root_x(v):
+    return v.qpos[:, 0]
+
+
+def mass_center_x(v):  # Humanoid's mass_center(): the mass-weighted mean of the bodies' centres of mass
+    return (v.xipos[:, :, 0] * v.body_mass).sum(1) / v.body_mass.sum()
+
+
+def always_healthy(v):
+    return torch.ones(v.num_envs, dtype=torch.bool, device=v.device)
+
+
+def healthy_hopper(v):
+    z, angle, state = v.qpos[:, 1], v.qpos[:, 2], torch.cat([v.qpos[:, 2:], v.qvel], 1)
+    return ((-100.0 < state) & (state < 100.0)).all(1) & (0.7 < z) & (-0.2 < angle) & (angle < 0.2)
+
+
+def healthy_walker2d(v):
+    z, angle = v.qpos[:, 1], v.qpos[:, 2]
+    return (0.8 < z) & (z < 2.0) & (-1.0 < angle) & (angle < 1.0)
+
+
+def healthy_humanoid(v):
+    z = v.qpos[:, 2]
+    return (1.0 < z) & (z < 2.0)
+
+
+def no_contact_cost(v):
+    return torch.zeros(v.num_envs, device=v.device)
+
+
+def contact_cost_humanoid(v):  # the cost, not the forces, is clipped (contact_cost_range = (-inf, 10))
+    return (5e-7 * v.cfrc_ext.square().sum((1, 2))).clamp(max=10.0)
+
+
+def uniform_noise(v, shape, scale):
+    return (torch.rand(shape, generator=v.rng, device=v.device, dtype=torch.float64) * 2.0 - 1.0) * scale
+
+
+def normal_noise(v, shape, scale):
+    return torch.randn(shape, generator=v.rng, device=v.device, dtype=torch.float64) * scale
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    xml_file: str
+    frame_skip: int
+    forward_reward_weight: float
+    ctrl_cost_weight: float
+    healthy_reward: float
+    reset_noise_scale: float
+    qvel_noise: Callable  # HalfCheetah draws qvel noise from a standard normal, the others uniformly
+    obs: Callable
+    forward_position: Callable  # its change over dt is the forward velocity
+    healthy: Callable  # terminated = not healthy
+    contact_cost: Callable
+    contact_forces: bool  # Gymnasium's MujocoEnv computes cfrc_ext (mj_rnePostConstraint) after every step
+    nconmax: int  # contacts per world and constraint rows per world: generous for these models, checked each iteration
+    njmax: int
+
+
+SPECS = {
+    "HalfCheetah-v5": EnvSpec("half_cheetah.xml", 5, 1.0, 0.1, 0.0, 0.1, normal_noise, obs_root_x_excluded, root_x,
+                              always_healthy, no_contact_cost, False, 32, 128),
+    "Hopper-v5": EnvSpec("hopper.xml", 4, 1.0, 1e-3, 1.0, 5e-3, uniform_noise, obs_root_x_excluded_qvel_clipped, root_x,
+                         healthy_hopper, no_contact_cost, False, 16, 64),
+    "Walker2d-v5": EnvSpec("walker2d_v5.xml", 4, 1.0, 1e-3, 1.0, 5e-3, uniform_noise, obs_root_x_excluded_qvel_clipped,
+                           root_x, healthy_walker2d, no_contact_cost, False, 16, 64),
+    "Humanoid-v5": EnvSpec("humanoid.xml", 5, 1.25, 0.1, 5.0, 1e-2, uniform_noise, obs_humanoid, mass_center_x,
+                           healthy_humanoid, contact_cost_humanoid, True, 48, 256),
+}
+
+
+def import_warp():
+    """mujoco_warp and warp, quiet: Warp otherwise prints a line per loaded module."""
+    import warp as wp
+    wp.config.log_level = wp.LOG_WARNING
+    import mujoco_warp as mjw
+    return wp, mjw
+
+
+class WarpVectorEnv:
+    """`num_envs` worlds of one Gymnasium v5 MuJoCo env in one mujoco_warp.Data, as SyncVectorEnv of TimeLimit(1000)
+    envs with next-step autoreset: the step after an episode's end returns the reset observation, reward 0 and no
+    termination or truncation, and ignores that world's action. step() takes and returns torch tensors on `device`."""
+
+    def __init__(self, env_id, num_envs, device="cpu", max_episode_steps=1000):
+        wp, self.mjw = import_warp()
+        self.wp = wp
+        self.spec, self.num_envs, self.max_episode_steps = SPECS[env_id], num_envs, max_episode_steps
+        model = mujoco.MjModel.from_xml_path(
+            os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", self.spec.xml_file))
+        if model.opt.solver == mujoco.mjtSolver.mjSOL_PGS:
+            model.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
+            warnings.warn(f"{env_id} on MuJoCo Warp: Newton solver in place of {self.spec.xml_file}'s PGS, which MuJoCo "
+                          "Warp does not implement (same contact problem; docs/warp_backend.md)", stacklevel=2)
+        self.dt = model.opt.timestep * self.spec.frame_skip
+        self.wp_device = wp.get_device(str(device))
+        self.device = torch.device(wp.device_to_torch(self.wp_device))
+        self.stream = wp.stream_from_torch(torch.cuda.current_stream(self.device)) if self.wp_device.is_cuda else None
+        with wp.ScopedDevice(self.wp_device):
+            self.model = self.mjw.put_model(model)
+            self.data = self.mjw.put_data(model, mujoco.MjData(model), nworld=num_envs, nconmax=self.spec.nconmax,
+                                          njmax=self.spec.njmax)
+        # zero-copy torch views of what the envs read and write
+        for name in ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "xipos", "cinert", "cvel", "qfrc_actuator",
+                     "cfrc_ext", "overflow"):
+            setattr(self, name, wp.to_torch(getattr(self.data, name)))
+        self.body_mass = torch.tensor(model.body_mass, dtype=torch.float32, device=self.device)
+        self.init_qpos = torch.tensor(model.qpos0, dtype=torch.float64, device=self.device)
+        self.single_observation_space = gym.make(env_id).observation_space
+        low, high = model.actuator_ctrlrange.T.astype(np.float32)
+        self.single_action_space = gym.spaces.Box(low, high, dtype=np.float32)
+        self.rng = torch.Generator(device=self.device)
+        self.needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.x_position = torch.zeros(num_envs, device=self.device)  # after the last step or reset
+
+    def physics(self):
+        """Warp kernels run on torch's stream, so that torch's reads and writes of the views stay ordered with them."""
+        return self.wp.ScopedStream(self.stream) if self.stream is not None else self.wp.ScopedDevice(self.wp_device)
+
+    def reset_state(self):
+        """Every world's init + noise state (qpos, qvel), drawn as MujocoEnv.reset_model draws them (tests replace it)."""
+        s = self.spec
+        return (self.init_qpos + uniform_noise(self, self.qpos.shape, s.reset_noise_scale),
+                s.qvel_noise(self, self.qvel.shape, s.reset_noise_scale))
+
+    def _reset_worlds(self, mask):
+        """MujocoEnv.reset for the worlds in `mask`: mj_resetData (of what these models carry between steps: qpos,
+        qvel, ctrl, warm start, time, and the cfrc_ext they observe), init + noise, mj_forward. Noise is drawn for
+        every world and forward runs on all: fixed work, no host sync. mjw.reset_data would do the first part, at a
+        fixed ~10 ms per call on Warp's CPU device."""
+        s, m = self.spec, mask[:, None]
+        qpos, qvel = self.reset_state()
+        self.qpos.copy_(torch.where(m, qpos.float(), self.qpos))
+        self.qvel.copy_(torch.where(m, qvel.float(), self.qvel))
+        self.ctrl.masked_fill_(m, 0.0)
+        self.qacc_warmstart.masked_fill_(m, 0.0)
+        self.time.masked_fill_(mask, 0.0)
+        self.cfrc_ext.masked_fill_(mask[:, None, None], 0.0)
+        if s.contact_forces:  # its reset observation reads cinert, cvel, qfrc_actuator, and its position xipos
+            with self.physics():
+                self.mjw.forward(self.model, self.data)
+        self.elapsed_steps.masked_fill_(mask, 0)
+        self.x_position.copy_(torch.where(mask, s.forward_position(self), self.x_position))
+        return s.obs(self)
+
+    def reset(self, seed=None):
+        if seed is not None:
+            self.rng.manual_seed(seed)
+        obs = self._reset_worlds(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        self.needs_reset.zero_()
+        return obs, {}
+
+    def step(self, action):
+        s = self.spec
+        self.ctrl.copy_(action)  # worlds about to reset step too (batched kernels); their results are replaced below
+        with self.physics():
+            for _ in range(s.frame_skip):
+                self.mjw.step(self.model, self.data)
+            if s.contact_forces:
+                self.mjw.rne_postconstraint(self.model, self.data)
+        x_before, x_after = self.x_position, s.forward_position(self).clone()
+        healthy = s.healthy(self)
+        reward = (s.forward_reward_weight * (x_after - x_before) / self.dt + s.healthy_reward * healthy
+                  - s.ctrl_cost_weight * action.square().sum(1) - s.contact_cost(self))
+        obs = s.obs(self)
+        terminated = ~healthy
+        self.elapsed_steps += 1
+        truncated = self.elapsed_steps >= self.max_episode_steps
+        self.x_position = x_after
+
+        resetting = self.needs_reset
+        obs = torch.where(resetting[:, None], self._reset_worlds(resetting), obs)
+        reward = reward.masked_fill(resetting, 0.0)
+        terminated, truncated = terminated & ~resetting, truncated & ~resetting
+        self.needs_reset = terminated | truncated
+        return obs, reward, terminated, truncated, {}
+
+    def overflow_message(self):
+        """None, or which of MuJoCo Warp's per-world buffers overflowed (one host sync; call once per rollout)."""
+        bits = torch.tensor(list(OVERFLOW_BITS), dtype=self.overflow.dtype, device=self.device)
+        seen = ((self.overflow[:, None] & bits) != 0).any(0).tolist()
+        lost = [name for name, hit in zip(OVERFLOW_BITS.values(), seen) if hit]
+        return f"MuJoCo Warp overflowed {', '.join(lost)} in some worlds (contacts or constraints were dropped)" if lost else None
+
+    def state(self):
+        """What the next steps depend on: MuJoCo's integration state (these models have no activations or mocap
+        bodies), the position the next forward velocity starts from, the time limit and autoreset bookkeeping and
+        the noise RNG."""
+        return dict(qpos=self.qpos.clone(), qvel=self.qvel.clone(), ctrl=self.ctrl.clone(),
+                    qacc_warmstart=self.qacc_warmstart.clone(), time=self.time.clone(), cfrc_ext=self.cfrc_ext.clone(),
+                    x_position=self.x_position.clone(), elapsed_steps=self.elapsed_steps.clone(),
+                    needs_reset=self.needs_reset.clone(), rng=self.rng.get_state())
+
+    def close(self):
+        pass  # Warp frees its arrays with the env
+
+    def set_state(self, state):
+        for name in ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "cfrc_ext", "x_position", "elapsed_steps",
+                     "needs_reset"):
+            getattr(self, name).copy_(state[name])
+        self.rng.set_state(state["rng"])
+
+
+def running_mean_var_update(rms, x, mask=None):
+    """Gymnasium's RunningMeanStd.update (the parallel-variance merge) of the float64 statistics in `rms` with the
+    rows of `x` (those in `mask`); no update when no row is selected, decided on the device."""
+    x = x.double()
+    if mask is None:
+        n = torch.tensor(float(len(x)), dtype=torch.float64, device=x.device)
+        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+    else:
+        w = mask.double().reshape(-1, *[1] * (x.dim() - 1))
+        n = w.sum()
+        batch_mean = (w * x).sum(0) / n.clamp(min=1)
+        batch_var = (w * (x - batch_mean).square()).sum(0) / n.clamp(min=1)
+    delta = batch_mean - rms["mean"]
+    total = rms["count"] + n
+    mean = rms["mean"] + delta * n / total
+    var = (rms["var"] * rms["count"] + batch_var * n + delta.square() * rms["count"] * n / total) / total
+    keep = n == 0
+    rms["mean"], rms["var"], rms["count"] = (torch.where(keep, rms[k], new) for k, new in
+                                             (("mean", mean), ("var", var), ("count", total)))
+
+
+class CleanRLWrappers:
+    """CleanRL's wrapper chain over a tensor vector env, in torch and with the semantics of Gymnasium's vector
+    wrappers under next-step autoreset: RecordEpisodeStatistics (raw rewards; the reset step is no part of an
+    episode), ClipAction, NormalizeObservation (updated on reset and step observations), observation clip to
+    [-10, 10], NormalizeReward (discounted return tracked in float32 as Gymnasium does, its variance over the
+    envs not resetting), reward clip to [-10, 10]. Statistics are float64 on the env's device."""
+
+    on_device = True  # takes and returns tensors on `device`: collect_rollout skips the host round trip
+
+    def __init__(self, env, gamma, epsilon=1e-8):
+        self.env, self.gamma, self.epsilon, self.num_envs, self.device = env, gamma, epsilon, env.num_envs, env.device
+        device = self.device
+        self.single_action_space = env.single_action_space
+        obs_dim = env.single_observation_space.shape[0]
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_low, self.action_high = (torch.as_tensor(b, device=device) for b in
+                                             (self.single_action_space.low, self.single_action_space.high))
+
+        def zeros(dtype=torch.float64):
+            return torch.zeros(env.num_envs, dtype=dtype, device=device)
+
+        def rms(shape):
+            return dict(mean=torch.zeros(shape, dtype=torch.float64, device=device),
+                        var=torch.ones(shape, dtype=torch.float64, device=device),
+                        count=torch.tensor(1e-4, dtype=torch.float64, device=device))
+
+        self.obs_rms, self.return_rms = rms((obs_dim,)), rms(())
+        self.update_running_mean = True
+        self.episode_returns, self.episode_lengths = zeros(), zeros(torch.int64)
+        self.accumulated_reward = zeros(torch.float32)
+        self.prev_dones = zeros(torch.bool)
+
+    def _normalize_obs(self, obs):
+        if self.update_running_mean:
+            running_mean_var_update(self.obs_rms, obs)
+        normalized = (obs.double() - self.obs_rms["mean"]) / torch.sqrt(self.obs_rms["var"] + self.epsilon)
+        return normalized.float().clamp(-10.0, 10.0)
+
+    def reset(self, seed=None):
+        obs, info = self.env.reset(seed=seed)
+        self.episode_returns.zero_(), self.episode_lengths.zero_(), self.accumulated_reward.zero_()
+        self.prev_dones.zero_()
+        return self._normalize_obs(obs), info
+
+    def step(self, action):
+        action = torch.minimum(torch.maximum(action, self.action_low), self.action_high)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        reward, active = reward.double(), ~self.prev_dones
+        self.episode_returns = torch.where(active, self.episode_returns + reward, 0.0)
+        self.episode_lengths = torch.where(active, self.episode_lengths + 1, 0)
+        dones = terminated | truncated
+        info = dict(info, episode_return=self.episode_returns.clone(), episode_length=self.episode_lengths.clone(),
+                    episode_done=dones)
+        discounted = self.accumulated_reward * self.gamma * (~terminated).double() + reward
+        self.accumulated_reward = torch.where(active, discounted.float(), self.accumulated_reward)
+        if self.update_running_mean:
+            running_mean_var_update(self.return_rms, self.accumulated_reward, active)
+        self.prev_dones = dones
+        reward = (reward / torch.sqrt(self.return_rms["var"] + self.epsilon)).clamp(-10.0, 10.0)
+        return self._normalize_obs(obs), reward.float(), terminated, truncated, info
+
+    def norm_stats(self):
+        """In get_norm_stats' layout: one row, numpy float64."""
+        return {f"{key}_{field}": rms[field].cpu().numpy()[None] for key, rms in
+                (("obs", self.obs_rms), ("ret", self.return_rms)) for field in ("mean", "var", "count")}
+
+    def state(self):
+        wrappers = {name: getattr(self, name).clone() for name in
+                    ("episode_returns", "episode_lengths", "accumulated_reward", "prev_dones")}
+        return dict(device=self.env.device.type, env=self.env.state(), wrappers=wrappers, obs_rms={k: v.clone() for k, v in self.obs_rms.items()},
+                    return_rms={k: v.clone() for k, v in self.return_rms.items()})
+
+    def set_state(self, state):
+        self.env.set_state(state["env"])
+        for name, value in state["wrappers"].items():
+            getattr(self, name).copy_(value)
+        for rms in ("obs_rms", "return_rms"):
+            for k, v in state[rms].items():
+                getattr(self, rms)[k].copy_(v)
+
+    def overflow_message(self):
+        return self.env.overflow_message()
+
+    def close(self):
+        self.env.close()
+
+
+def make_warp_envs(env_id, num_envs, gamma, device):
+    return CleanRLWrappers(WarpVectorEnv(env_id, num_envs, device), gamma)
