@@ -194,25 +194,19 @@ def check_args(args: Args) -> Args:
     if env_name not in gym.registry:
         close = difflib.get_close_matches(env_name, list(gym.registry), n=5, cutoff=0.6)
         fail(f"--env-id {args.env_id!r} is not a registered Gymnasium env" + (f"; close matches: {', '.join(close)}" if close else ""))
-    if args.env_backend == "mujoco-batch":
-        if args.env_id not in MUJOCO_BATCH_ENVS:
-            fail(f"--env-backend mujoco-batch supports --env-id {', '.join(MUJOCO_BATCH_ENVS)} (Gymnasium's defaults), "
+    if args.env_backend == "warp" and args.env_id in WARP_REFUSED:
+        fail(f"--env-backend warp refuses --env-id {args.env_id}: {WARP_REFUSED[args.env_id]}; "
+             "--env-backend mujoco-batch or gymnasium runs it")
+    if args.env_backend != "gymnasium":
+        supported = MUJOCO_BATCH_ENVS if args.env_backend == "mujoco-batch" else WARP_ENVS
+        if args.env_id not in supported:
+            fail(f"--env-backend {args.env_backend} supports --env-id {', '.join(supported)} (Gymnasium's defaults), "
                  f"got {args.env_id!r}; --env-backend gymnasium runs any env")
         for flag, value, allowed in (("norm_stats", args.norm_stats, "shared"), ("capture_video", args.capture_video, False)):
             if value != allowed:
                 fail(f"--{flag.replace('_', '-')} {value} needs --env-backend gymnasium; "
-                     f"--env-backend mujoco-batch allows only {allowed}")
+                     f"--env-backend {args.env_backend} allows only {allowed}")
     if args.env_backend == "warp":
-        if args.env_id in WARP_REFUSED:
-            fail(f"--env-backend warp refuses --env-id {args.env_id}: {WARP_REFUSED[args.env_id]}; "
-                 "--env-backend mujoco-batch or gymnasium runs it")
-        if args.env_id not in WARP_ENVS:
-            fail(f"--env-backend warp supports --env-id {', '.join(WARP_ENVS)} (Gymnasium's defaults), got "
-                 f"{args.env_id!r}; --env-backend gymnasium runs any env")
-        for flag, value, allowed in (("norm_stats", args.norm_stats, "shared"), ("capture_video", args.capture_video, False)):
-            if value != allowed:
-                fail(f"--{flag.replace('_', '-')} {value} needs --env-backend gymnasium; "
-                     f"--env-backend warp allows only {allowed}")
         try:
             import_warp()
         except ImportError as e:

@@ -2,8 +2,6 @@
 wrappers against Gymnasium's vector wrappers, and tiny real training runs, stopped and resumed."""
 import os
 import signal
-import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -11,8 +9,8 @@ import pytest
 import torch
 from gymnasium.envs.mujoco.humanoid_v5 import mass_center
 
-from conftest import SCRIPT, load_kl, run_script
-from test_resume import scalars, start_and_stop
+from conftest import load_kl, run_script
+from test_resume import assert_same_run, run_whole_and_stopped_then_resume, scalars
 from vector_envs import MujocoBatchEnv, get_norm_stats, make_envs
 from warp_envs import CleanRLWrappers
 
@@ -41,8 +39,12 @@ def forward_position(env_id, env):
     return env.data.qpos[0]
 
 
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("env_id", list(CASES))
-def test_warp_env_steps_as_gymnasium(env_id):
+def test_warp_env_steps_as_gymnasium(env_id, device):
     """Same state, same actions, every step: observation, reward, terminated and truncated agree, through
     terminations, truncations and the autoreset steps after them.
 
@@ -55,15 +57,15 @@ def test_warp_env_steps_as_gymnasium(env_id):
         [lambda: gym.make(env_id, max_episode_steps=case["max_episode_steps"])] * NUM_WORLDS,
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     sims = [e.unwrapped for e in gym_envs.envs]
-    warp = WarpVectorEnv(env_id, n, "cpu", max_episode_steps=case["max_episode_steps"])
+    warp = WarpVectorEnv(env_id, n, device, max_episode_steps=case["max_episode_steps"])
 
     def gym_state(field):
-        return torch.tensor(np.stack([getattr(sim.data, field) for sim in sims]))
+        return torch.tensor(np.stack([getattr(sim.data, field) for sim in sims]), device=warp.device)
 
     warp.reset_state = lambda: (gym_state("qpos"), gym_state("qvel"))
     obs_gym, _ = gym_envs.reset(seed=case["seed"])
     obs_warp, _ = warp.reset()
-    np.testing.assert_allclose(obs_warp.numpy(), obs_gym, atol=case["obs_atol"], rtol=1e-3)
+    np.testing.assert_allclose(obs_warp.cpu().numpy(), obs_gym, atol=case["obs_atol"], rtol=1e-3)
     rng = np.random.default_rng(case["seed"])
     low, high = gym_envs.single_action_space.low, gym_envs.single_action_space.high
     seen = dict(terminated=0, truncated=0, resets=0)
@@ -72,10 +74,11 @@ def test_warp_env_steps_as_gymnasium(env_id):
         for field in ("qpos", "qvel", "qacc_warmstart"):
             getattr(warp, field).copy_(gym_state(field))
         warp.x_position.copy_(torch.tensor([forward_position(env_id, sim) for sim in sims]))
-        resetting = warp.needs_reset.numpy().copy()
+        resetting = warp.needs_reset.cpu().numpy().copy()
         obs_gym, reward_gym, terminated_gym, truncated_gym, _ = gym_envs.step(action)
         # the reset state of the worlds that resets this step is the one Gymnasium just drew
-        obs_warp, reward_warp, terminated_warp, truncated_warp, _ = warp.step(torch.from_numpy(action))
+        obs_warp, reward_warp, terminated_warp, truncated_warp = (
+            x.cpu() for x in warp.step(torch.from_numpy(action).to(warp.device))[:4])
         where = f"{env_id} step {step}"
         np.testing.assert_array_equal(terminated_warp.numpy(), terminated_gym, err_msg=where)
         np.testing.assert_array_equal(truncated_warp.numpy(), truncated_gym, err_msg=where)
@@ -179,25 +182,15 @@ WARP_RUN = ["--env-backend", "warp", "--env-id", "Humanoid-v5", "--num-envs", "4
 
 
 def test_warp_run_stopped_and_resumed_equals_uninterrupted_run(tmp_path):
-    runs = tmp_path / "runs"
-    whole_proc = subprocess.Popen([sys.executable, SCRIPT, "--runs-dir", str(runs), "--run-name", "whole", *WARP_RUN],
-                                  cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    code, out, err = start_and_stop(runs, "cut", WARP_RUN, signal.SIGTERM, 2)
-    whole_out, whole_err = whole_proc.communicate(timeout=600)
-    assert whole_proc.returncode == 0, whole_out + whole_err
-    assert "Newton solver in place of humanoid.xml's PGS" in whole_err
-    assert code == 128 + signal.SIGTERM, (code, out, err)
-    proc, cut = run_script(runs, "cut", *WARP_RUN)
-    assert f"resuming {cut} after iteration" in proc.stdout
+    whole, cut, resumed = run_whole_and_stopped_then_resume(tmp_path, WARP_RUN, signal.SIGTERM, 2)
+    assert "Newton solver in place of humanoid.xml's PGS" in resumed.stderr
+    assert_same_run(whole, cut)
+    assert len(scalars(whole)["charts/episodic_return"]) > 4
 
-    whole = os.path.join(runs, "whole")
-    a, b = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (whole, cut))
-    assert a["iteration"] == b["iteration"] == 5
-    for name in a["agent"]:
-        assert torch.equal(a["agent"][name], b["agent"][name]), name
-    assert a["recent_returns"] == b["recent_returns"] and len(a["recent_returns"]) > 0
-    for x, y in zip(load_kl(whole), load_kl(cut), strict=True):
-        assert all(np.array_equal(x[k], y[k]) for k in x)
-    logged_whole, logged_cut = scalars(whole), scalars(cut)
-    assert logged_whole["charts/episodic_return"] == logged_cut["charts/episodic_return"]
-    assert len(logged_whole["charts/episodic_return"]) > 4
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_warp_run_on_the_gpu(tmp_path):
+    """The whole training loop with the envs, wrappers and rollout on the GPU (no resume check there: GPU contact
+    solves use atomics, so runs need not repeat bit for bit)."""
+    proc, run_dir = run_script(tmp_path / "runs", "gpu", *WARP_RUN[:-1], str(2 * 64))
+    assert "on cuda" in proc.stdout and len(load_kl(run_dir)) == 2
