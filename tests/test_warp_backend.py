@@ -29,13 +29,19 @@ CASES = {
     "Hopper-v5": dict(steps=30, max_episode_steps=1000, seed=2, obs_atol=1e-3),
     "Walker2d-v5": dict(steps=30, max_episode_steps=1000, seed=3, obs_atol=1e-3),
     "Humanoid-v5": dict(steps=30, max_episode_steps=1000, seed=5, obs_atol=1e-2),
+    # refused by the script: its contact forces differ (docs/warp_backend.md); expected to fail until MuJoCo Warp
+    # orients plane-capsule contact frames as MuJoCo does, when this test's strict xfail says to enable Ant
+    "Ant-v5": dict(steps=60, max_episode_steps=40, seed=4, obs_atol=1e-3),
 }
+ANT_DIFFERS = pytest.mark.xfail(strict=True, reason="MuJoCo Warp 4.0.0's plane-capsule contact frame")
 
 
 def forward_position(env_id, env):
     """The position Gymnasium's env differences at its next step, read from its data."""
     if env_id == "Humanoid-v5":
         return mass_center(env.model, env.data)[0]
+    if env_id == "Ant-v5":
+        return env.data.body(1).xpos[0]
     return env.data.qpos[0]
 
 
@@ -44,7 +50,7 @@ CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("env_id", list(CASES))
-def test_warp_env_steps_as_gymnasium(env_id, device):
+def test_warp_env_steps_as_gymnasium(env_id, device, request):
     """Same state, same actions, every step: observation, reward, terminated and truncated agree, through
     terminations, truncations and the autoreset steps after them.
 
@@ -52,6 +58,8 @@ def test_warp_env_steps_as_gymnasium(env_id, device):
     so that each compared step holds one step's float32 error instead of a chaotic divergence; the step itself, the
     rewards, flags and resets run through the backend's own code. A Warp world resets to the state Gymnasium's env
     reset to (their noise RNGs differ by design)."""
+    if env_id == "Ant-v5":
+        request.applymarker(ANT_DIFFERS)
     case = CASES[env_id]
     n, gym_envs = NUM_WORLDS, gym.vector.SyncVectorEnv(
         [lambda: gym.make(env_id, max_episode_steps=case["max_episode_steps"])] * NUM_WORLDS,
@@ -93,7 +101,7 @@ def test_warp_env_steps_as_gymnasium(env_id, device):
     gym_envs.close()
 
 
-@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "Humanoid-v5"])  # HalfCheetah never terminates
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5"])  # HalfCheetah never ends
 def test_warp_env_healthy_ranges_are_gymnasiums(env_id):
     """Termination on 2,000 random states spread across the healthy ranges' bounds, against the env's is_healthy."""
     sim = gym.make(env_id).unwrapped
