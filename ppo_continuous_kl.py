@@ -271,11 +271,11 @@ class Rollout:
 def collect_rollout(envs, agent, rollout, next_obs, next_done, device):
     """Steps every env num_steps times with the current policy; returns the next obs/done and the
     (step, return, length) of every episode that finished."""
+    on_device = getattr(envs, "on_device", False)  # --env-backend warp: tensors in and out, no host round trip
     episodes = []
-    if getattr(envs, "on_device", False):  # --env-backend warp: tensors in and out, episodes read once at the end
-        ended = torch.zeros(rollout.rewards.shape, dtype=torch.bool, device=device)
-        ended_returns = torch.zeros(rollout.rewards.shape, dtype=torch.float64, device=device)
-        ended_lengths = torch.zeros(rollout.rewards.shape, dtype=torch.int64, device=device)
+    ended = torch.zeros(rollout.rewards.shape, dtype=torch.bool, device=device)
+    ended_returns = torch.zeros(rollout.rewards.shape, dtype=torch.float64, device=device)
+    ended_lengths = torch.zeros(rollout.rewards.shape, dtype=torch.int64, device=device)
     for step in range(rollout.obs.shape[0]):
         rollout.obs[step] = next_obs
         rollout.dones[step] = next_done
@@ -284,20 +284,20 @@ def collect_rollout(envs, agent, rollout, next_obs, next_done, device):
         rollout.values[step] = value.flatten()
         rollout.actions[step] = action
         rollout.logprobs[step] = logprob
-        if getattr(envs, "on_device", False):
+        if on_device:
             next_obs, rollout.rewards[step], terminations, truncations, infos = envs.step(action)
             next_done = (terminations | truncations).float()
             ended[step], ended_returns[step], ended_lengths[step] = (
                 infos["episode_done"], infos["episode_return"], infos["episode_length"])
-            continue
-        obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-        next_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
-        rollout.rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-        if "episode" in infos:
-            for i in np.flatnonzero(infos["_episode"]):
-                episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
-    if getattr(envs, "on_device", False):
+        else:
+            obs, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            next_obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+            next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
+            rollout.rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    episodes.append((step, float(infos["episode"]["r"][i]), int(infos["episode"]["l"][i])))
+    if on_device:  # the episodes that ended, read in one go
         steps, envs_ended = ended.nonzero(as_tuple=True)
         episodes = list(zip(steps.tolist(), ended_returns[steps, envs_ended].tolist(),
                             ended_lengths[steps, envs_ended].tolist()))
@@ -747,8 +747,8 @@ if __name__ == "__main__":
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             next_obs, next_done, episodes = collect_rollout(envs, agent, rollout, next_obs, next_done, device)
-            if args.env_backend == "warp" and (overflow := envs.overflow_message()):
-                fail(f"iteration {iteration}: {overflow}; stopping. Everything logged before it is in {run_dir}")
+            if args.env_backend == "warp" and (problem := envs.physics_problem()):
+                fail(f"iteration {iteration}: {problem}; stopping. Everything logged before it is in {run_dir}")
             global_step += args.batch_size
             recent_returns = [r for _, r, _ in episodes] or recent_returns
 

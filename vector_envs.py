@@ -289,14 +289,15 @@ def env_state(envs):
 
 def set_env_state(envs, state):
     """Puts back what env_state took out, into envs built and reset as the saved ones were."""
+    if getattr(envs, "on_device", False):
+        return envs.set_state(state)
+
     def set_wrappers(env, saved):
         layers = [w for w in wrapper_chain(env) if isinstance(w, (gym.Wrapper, gym.vector.VectorWrapper))]
         for w, attributes in zip(layers, saved, strict=True):
             for k, v in attributes.items():
                 setattr(w, k, copy.deepcopy(v))
 
-    if getattr(envs, "on_device", False):
-        return envs.set_state(state)
     base = envs.unwrapped
     set_wrappers(envs, state["wrappers"])
     if isinstance(base, MujocoBatchEnv):

@@ -8,6 +8,7 @@
 # float64; MuJoCo Warp has no PGS solver, which Humanoid-v5's humanoid.xml selects, so Humanoid runs Newton (same
 # contact problem; from equal states the two differ by ~6e-6 relative); Ant-v5 is refused, since MuJoCo Warp 4.0.0
 # orients plane-capsule contact frames differently from MuJoCo, which changes Ant's contact forces.
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -25,8 +26,6 @@ WARP_REFUSED = {
               "60 degrees (Ant's lower legs at touchdown); with Ant's pyramidal friction cones its contact forces, "
               "observations and rewards then differ (docs/warp_backend.md)",
 }
-# physics overflows that mean a world lost contacts or constraints (the solver's iteration limit is not one)
-OVERFLOW_BITS = {1 << 0: "njmax (constraint rows)", 1 << 1: "njmax_nnz", 1 << 2: "broadphase", 1 << 3: "nconmax (contacts)"}
 
 
 # Each env as Gymnasium's *_v5.py defines it with default arguments. `v` is the WarpVectorEnv; v.qpos, v.qvel, ... are
@@ -71,7 +70,8 @@ def always_healthy(v):
 
 def healthy_hopper(v):
     z, angle, state = v.qpos[:, 1], v.qpos[:, 2], torch.cat([v.qpos[:, 2:], v.qvel], 1)
-    return ((-100.0 < state) & (state < 100.0)).all(1) & (0.7 < z) & (-0.2 < angle) & (angle < 0.2)
+    healthy_state = ((-100.0 < state) & (state < 100.0)).all(1)
+    return healthy_state & (0.7 < z) & (z < float("inf")) & (-0.2 < angle) & (angle < 0.2)
 
 
 def healthy_walker2d(v):
@@ -145,6 +145,7 @@ def import_warp():
     """mujoco_warp and warp, quiet: Warp otherwise prints a line per loaded module."""
     import warp as wp
     wp.config.log_level = wp.LOG_WARNING
+    wp.init()
     import mujoco_warp as mjw
     return wp, mjw
 
@@ -152,11 +153,11 @@ def import_warp():
 class WarpVectorEnv:
     """`num_envs` worlds of one Gymnasium v5 MuJoCo env in one mujoco_warp.Data, as SyncVectorEnv of TimeLimit(1000)
     envs with next-step autoreset: the step after an episode's end returns the reset observation, reward 0 and no
-    termination or truncation, and ignores that world's action. step() takes and returns torch tensors on `device`."""
+    termination or truncation, and ignores that world's action. step() takes and returns torch tensors on `device`.
+    The physics runs as Warp graphs recorded on first use (`graphs=False`: kernel by kernel, for tests)."""
 
-    def __init__(self, env_id, num_envs, device="cpu", max_episode_steps=1000):
-        wp, self.mjw = import_warp()
-        self.wp = wp
+    def __init__(self, env_id, num_envs, device="cpu", max_episode_steps=1000, graphs=True):
+        wp, mjw = self.wp, self.mjw = import_warp()
         self.spec, self.num_envs, self.max_episode_steps = SPECS[env_id], num_envs, max_episode_steps
         model = mujoco.MjModel.from_xml_path(
             os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", self.spec.xml_file))
@@ -164,19 +165,22 @@ class WarpVectorEnv:
             warnings.warn(f"{env_id} on MuJoCo Warp differs from Gymnasium's: {WARP_REFUSED[env_id]}", stacklevel=2)
         if model.opt.solver == mujoco.mjtSolver.mjSOL_PGS:
             model.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
-            warnings.warn(f"{env_id} on MuJoCo Warp: Newton solver in place of {self.spec.xml_file}'s PGS, which MuJoCo "
-                          "Warp does not implement (same contact problem; docs/warp_backend.md)", stacklevel=2)
+            warnings.warn(f"{env_id} on MuJoCo Warp: Newton solver in place of {self.spec.xml_file}'s PGS, which "
+                          "MuJoCo Warp does not implement (same contact problem; docs/warp_backend.md)", stacklevel=2)
         self.dt = model.opt.timestep * self.spec.frame_skip
-        self.wp_device = wp.get_device(str(device))
+        self.wp_device = wp.device_from_torch(torch.device(device))
         self.device = torch.device(wp.device_to_torch(self.wp_device))
-        self.stream = wp.stream_from_torch(torch.cuda.current_stream(self.device)) if self.wp_device.is_cuda else None
+        # On a GPU the physics runs on a stream of its own, ordered with torch's current stream by events: a graph
+        # cannot be recorded on the legacy default stream torch uses.
+        self.torch_stream = torch.cuda.Stream(self.device) if self.wp_device.is_cuda else None
+        self.stream = wp.stream_from_torch(self.torch_stream) if self.torch_stream is not None else None
         with wp.ScopedDevice(self.wp_device):
-            self.model = self.mjw.put_model(model)
-            self.data = self.mjw.put_data(model, mujoco.MjData(model), nworld=num_envs, nconmax=self.spec.nconmax,
-                                          njmax=self.spec.njmax)
+            self.model = mjw.put_model(model)
+            self.data = mjw.put_data(model, mujoco.MjData(model), nworld=num_envs, nconmax=self.spec.nconmax,
+                                     njmax=self.spec.njmax)
         # zero-copy torch views of what the envs read and write
-        for name in ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "xpos", "xipos", "cinert", "cvel", "qfrc_actuator",
-                     "cfrc_ext", "overflow"):
+        for name in ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "xpos", "xipos", "cinert", "cvel",
+                     "qfrc_actuator", "cfrc_ext", "overflow"):
             setattr(self, name, wp.to_torch(getattr(self.data, name)))
         self.body_mass = torch.tensor(model.body_mass, dtype=torch.float32, device=self.device)
         self.init_qpos = torch.tensor(model.qpos0, dtype=torch.float64, device=self.device)
@@ -187,13 +191,46 @@ class WarpVectorEnv:
         self.needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.x_position = torch.zeros(num_envs, device=self.device)  # after the last step or reset
+        # physics problems of the stepped worlds, gathered on the device and read once per rollout
+        self.lost = {flag: name for flag, name in ((mjw.OverflowType.NEFC, "constraint rows (njmax)"),
+                                                   (mjw.OverflowType.NJMAX_NNZ, "constraint Jacobian entries"),
+                                                   (mjw.OverflowType.BROADPHASE, "broadphase pairs"),
+                                                   (mjw.OverflowType.NARROWPHASE, "contacts (nconmax)"))}
+        self.lost_flags = torch.zeros_like(self.overflow)
+        self.diverged = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self.graphs = {} if graphs else None
 
-    def physics(self):
-        """Warp kernels run on torch's stream, so that torch's reads and writes of the views stay ordered with them."""
-        return self.wp.ScopedStream(self.stream) if self.stream is not None else self.wp.ScopedDevice(self.wp_device)
+    def _physics(self, name):
+        """"step" (frame_skip mj_step, then the contact forces where observed) or "forward" (mj_forward), recorded
+        as a Warp graph at its first call and replayed after: one launch instead of hundreds, and on a GPU no host
+        sync (run kernel by kernel, MuJoCo Warp's solver reads its convergence flag back at every iteration)."""
+        def run():
+            if name == "forward":
+                return self.mjw.forward(self.model, self.data)
+            for _ in range(self.spec.frame_skip):
+                self.mjw.step(self.model, self.data)
+            if self.spec.contact_forces:
+                self.mjw.rne_postconstraint(self.model, self.data)
+
+        wp = self.wp
+        with wp.ScopedDevice(self.wp_device):
+            if self.graphs is not None and name not in self.graphs:
+                with wp.ScopedCapture(device=self.wp_device, stream=self.stream) as capture:
+                    run()  # recorded, not run
+                self.graphs[name] = capture.graph
+            if self.stream is not None:  # after torch's writes of ctrl, qpos, ... and before its reads
+                self.torch_stream.wait_stream(torch.cuda.current_stream(self.device))
+            with wp.ScopedStream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                if self.graphs is not None:
+                    wp.capture_launch(self.graphs[name], stream=self.stream)
+                else:
+                    run()
+            if self.stream is not None:
+                torch.cuda.current_stream(self.device).wait_stream(self.torch_stream)
 
     def reset_state(self):
-        """Every world's init + noise state (qpos, qvel), drawn as MujocoEnv.reset_model draws them (tests replace it)."""
+        """Every world's init + noise state (qpos, qvel), drawn as MujocoEnv.reset_model draws them (tests replace
+        it)."""
         s = self.spec
         return (self.init_qpos + uniform_noise(self, self.qpos.shape, s.reset_noise_scale),
                 s.qvel_noise(self, self.qvel.shape, s.reset_noise_scale))
@@ -212,8 +249,7 @@ class WarpVectorEnv:
         self.time.masked_fill_(mask, 0.0)
         self.cfrc_ext.masked_fill_(mask[:, None, None], 0.0)
         if s.contact_forces:  # Ant's and Humanoid's reset observations and positions read xpos, xipos, cinert, ...
-            with self.physics():
-                self.mjw.forward(self.model, self.data)
+            self._physics("forward")
         self.elapsed_steps.masked_fill_(mask, 0)
         self.x_position.copy_(torch.where(mask, s.forward_position(self), self.x_position))
         return s.obs(self)
@@ -226,13 +262,17 @@ class WarpVectorEnv:
         return obs, {}
 
     def step(self, action):
-        s = self.spec
+        s, resetting = self.spec, self.needs_reset
         self.ctrl.copy_(action)  # worlds about to reset step too (batched kernels); their results are replaced below
-        with self.physics():
-            for _ in range(s.frame_skip):
-                self.mjw.step(self.model, self.data)
-            if s.contact_forces:
-                self.mjw.rne_postconstraint(self.model, self.data)
+        self._physics("step")
+        # MuJoCo resets a simulation whose state turns non-finite or beyond 1e10, with a warning; MuJoCo Warp does
+        # not, so such worlds (and lost contacts or constraints) are gathered here and stop the run after the rollout,
+        # before their NaNs reach a checkpoint.
+        stepped = ~resetting
+        self.diverged |= stepped & ~(torch.cat([self.qpos, self.qvel], 1).abs() <= 1e10).all(1)
+        self.lost_flags |= self.overflow * stepped
+        self.overflow.zero_()
+
         x_before, x_after = self.x_position, s.forward_position(self).clone()
         healthy = s.healthy(self)
         reward = (s.forward_reward_weight * (x_after - x_before) / self.dt + s.healthy_reward * healthy
@@ -243,19 +283,23 @@ class WarpVectorEnv:
         truncated = self.elapsed_steps >= self.max_episode_steps
         self.x_position = x_after
 
-        resetting = self.needs_reset
         obs = torch.where(resetting[:, None], self._reset_worlds(resetting), obs)
         reward = reward.masked_fill(resetting, 0.0)
-        terminated, truncated = terminated & ~resetting, truncated & ~resetting
+        terminated, truncated = terminated & stepped, truncated & stepped
         self.needs_reset = terminated | truncated
         return obs, reward, terminated, truncated, {}
 
-    def overflow_message(self):
-        """None, or which of MuJoCo Warp's per-world buffers overflowed (one host sync; call once per rollout)."""
-        bits = torch.tensor(list(OVERFLOW_BITS), dtype=self.overflow.dtype, device=self.device)
-        seen = ((self.overflow[:, None] & bits) != 0).any(0).tolist()
-        lost = [name for name, hit in zip(OVERFLOW_BITS.values(), seen) if hit]
-        return f"MuJoCo Warp overflowed {', '.join(lost)} in some worlds (contacts or constraints were dropped)" if lost else None
+    def physics_problem(self):
+        """None, or what went wrong in the stepped worlds' physics (one host sync: call once per rollout)."""
+        flags = torch.tensor([int(flag) for flag in self.lost], dtype=self.lost_flags.dtype, device=self.device)
+        seen = ((self.lost_flags[:, None] & flags) != 0).any(0).tolist()
+        problems = [f"MuJoCo Warp ran out of {name} in some worlds, which lost contacts or constraints"
+                    for name, hit in zip(self.lost.values(), seen) if hit]
+        diverged = int(self.diverged.sum())
+        if diverged:
+            problems.append(f"{diverged} world(s) diverged (a state non-finite or beyond 1e10, which MuJoCo would "
+                            "reset and MuJoCo Warp does not)")
+        return "; ".join(problems) or None
 
     def state(self):
         """What the next steps depend on: MuJoCo's integration state (these models have no activations or mocap
@@ -266,14 +310,14 @@ class WarpVectorEnv:
                     x_position=self.x_position.clone(), elapsed_steps=self.elapsed_steps.clone(),
                     needs_reset=self.needs_reset.clone(), rng=self.rng.get_state())
 
-    def close(self):
-        pass  # Warp frees its arrays with the env
-
     def set_state(self, state):
         for name in ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "cfrc_ext", "x_position", "elapsed_steps",
                      "needs_reset"):
             getattr(self, name).copy_(state[name])
         self.rng.set_state(state["rng"])
+
+    def close(self):
+        pass  # Warp frees its arrays with the env
 
 
 def running_mean_var_update(rms, x, mask=None):
@@ -281,7 +325,7 @@ def running_mean_var_update(rms, x, mask=None):
     rows of `x` (those in `mask`); no update when no row is selected, decided on the device."""
     x = x.double()
     if mask is None:
-        n = torch.tensor(float(len(x)), dtype=torch.float64, device=x.device)
+        n = x.shape[0]  # a Python number: a tensor made from it would cost a host-to-device copy every step
         batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
     else:
         w = mask.double().reshape(-1, *[1] * (x.dim() - 1))
@@ -290,11 +334,11 @@ def running_mean_var_update(rms, x, mask=None):
         batch_var = (w * (x - batch_mean).square()).sum(0) / n.clamp(min=1)
     delta = batch_mean - rms["mean"]
     total = rms["count"] + n
-    mean = rms["mean"] + delta * n / total
-    var = (rms["var"] * rms["count"] + batch_var * n + delta.square() * rms["count"] * n / total) / total
-    keep = n == 0
-    rms["mean"], rms["var"], rms["count"] = (torch.where(keep, rms[k], new) for k, new in
-                                             (("mean", mean), ("var", var), ("count", total)))
+    merged = dict(mean=rms["mean"] + delta * n / total,
+                  var=(rms["var"] * rms["count"] + batch_var * n + delta.square() * rms["count"] * n / total) / total,
+                  count=total)
+    for key, value in merged.items():
+        rms[key] = value if mask is None else torch.where(n == 0, rms[key], value)
 
 
 class CleanRLWrappers:
@@ -337,8 +381,8 @@ class CleanRLWrappers:
 
     def reset(self, seed=None):
         obs, info = self.env.reset(seed=seed)
-        self.episode_returns.zero_(), self.episode_lengths.zero_(), self.accumulated_reward.zero_()
-        self.prev_dones.zero_()
+        for bookkeeping in (self.episode_returns, self.episode_lengths, self.accumulated_reward, self.prev_dones):
+            bookkeeping.zero_()
         return self._normalize_obs(obs), info
 
     def step(self, action):
@@ -366,7 +410,8 @@ class CleanRLWrappers:
     def state(self):
         wrappers = {name: getattr(self, name).clone() for name in
                     ("episode_returns", "episode_lengths", "accumulated_reward", "prev_dones")}
-        return dict(device=self.env.device.type, env=self.env.state(), wrappers=wrappers, obs_rms={k: v.clone() for k, v in self.obs_rms.items()},
+        return dict(device=self.env.device.type, env=self.env.state(), wrappers=wrappers,
+                    obs_rms={k: v.clone() for k, v in self.obs_rms.items()},
                     return_rms={k: v.clone() for k, v in self.return_rms.items()})
 
     def set_state(self, state):
@@ -377,8 +422,8 @@ class CleanRLWrappers:
             for k, v in state[rms].items():
                 getattr(self, rms)[k].copy_(v)
 
-    def overflow_message(self):
-        return self.env.overflow_message()
+    def physics_problem(self):
+        return self.env.physics_problem()
 
     def close(self):
         self.env.close()

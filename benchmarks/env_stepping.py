@@ -27,9 +27,9 @@ import vector_envs
 import warp_envs
 
 
-def build(env_id, num_envs, backend, threads, wrapped):
-    if backend == "warp":  # `threads` holds the device
-        envs = warp_envs.WarpVectorEnv(env_id, num_envs, threads)
+def build(env_id, num_envs, backend, threads, wrapped, device=None):
+    if backend == "warp":
+        envs = warp_envs.WarpVectorEnv(env_id, num_envs, device)
         return warp_envs.CleanRLWrappers(envs, 0.99) if wrapped else envs
     if wrapped:
         return vector_envs.make_envs(env_id, num_envs, 0.99, backend=backend, env_threads=threads)
@@ -77,18 +77,18 @@ def main():
         else:
             print(f"{env_id}: mujoco-batch does not support it")
         if opts.warp and env_id in warp_envs.WARP_ENVS:
-            backends.append(("warp", opts.warp))
+            backends.append(("warp", 1))
         elif opts.warp:
             print(f"{env_id}: the warp backend does not support it")
         for num_envs in opts.num_envs:
-            envs = {(b, t): build(env_id, num_envs, b, t, opts.wrapped) for b, t in backends}
+            envs = {(b, t): build(env_id, num_envs, b, t, opts.wrapped, opts.warp) for b, t in backends}
             rates = {key: [] for key in envs}
             for r in range(opts.rounds):
                 for key, vec in envs.items():
                     rates[key].append(transitions_per_s(vec, opts.seconds, seed=r))
             reference = rates[("gymnasium", 1)]
             for (backend, threads), rate in rates.items():
-                label = {"gymnasium": "gymnasium SyncVectorEnv", "warp": f"MuJoCo Warp on {threads}"}.get(
+                label = {"gymnasium": "gymnasium SyncVectorEnv", "warp": f"MuJoCo Warp on {opts.warp}"}.get(
                     backend, f"mujoco-batch, {threads} thread(s)")
                 ratio = statistics.median(x / y for x, y in zip(rate, reference))
                 print(f"{env_id:15s} N={num_envs:5d}  {label:26s} {statistics.median(rate):9,.0f}/s  "

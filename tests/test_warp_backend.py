@@ -137,6 +137,31 @@ def test_warp_env_noise_and_autoreset_are_its_own():
     assert torch.equal(obs_a, obs_b) and (reward_a == 0).all() and (reward_b == 0).all()
 
 
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Humanoid-v5"])
+def test_recorded_physics_equals_kernel_by_kernel(env_id):
+    """The Warp graphs the backend replays compute what MuJoCo Warp's calls compute, bit for bit, resets included."""
+    graphs, kernels = (WarpVectorEnv(env_id, 4, "cpu", graphs=g) for g in (True, False))
+    results = [[env.reset(seed=3)[0]] for env in (graphs, kernels)]
+    actions = torch.rand(40, 4, graphs.single_action_space.shape[0], generator=torch.Generator().manual_seed(0)) - 0.5
+    for action in actions:
+        for env, out in zip((graphs, kernels), results):
+            out.extend(env.step(action)[:4])
+    assert bool(torch.cat([kernels.needs_reset, *results[1][3::4]]).any())  # episodes ended on the way
+    for x, y in zip(*results, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_diverged_world_is_reported_not_averaged_in_silently():
+    env = WarpVectorEnv("HalfCheetah-v5", 3, "cpu")
+    env.reset(seed=0)
+    env.step(torch.zeros(3, 6))
+    assert env.physics_problem() is None
+    env.qvel[1, 3] = 1e12  # MuJoCo would reset this simulation with a warning
+    env.step(torch.zeros(3, 6))
+    problem = env.physics_problem()
+    assert problem is not None and problem.startswith("1 world(s) diverged"), problem
+
+
 class TensorEnv:
     """A numpy vector env seen through tensors, as the torch wrappers see WarpVectorEnv."""
 
@@ -202,3 +227,26 @@ def test_warp_run_on_the_gpu(tmp_path):
     solves use atomics, so runs need not repeat bit for bit)."""
     proc, run_dir = run_script(tmp_path / "runs", "gpu", *WARP_RUN[:-1], str(2 * 64))
     assert "on cuda" in proc.stdout and len(load_kl(run_dir)) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_warp_steps_never_wait_for_the_gpu():
+    """No host sync per step, resets included: torch raises on any synchronising call in this mode."""
+    envs = CleanRLWrappers(WarpVectorEnv("Humanoid-v5", 64, "cuda"), 0.99)
+    envs.reset(seed=0)
+    action = torch.zeros(64, envs.single_action_space.shape[0], device=envs.device)
+    envs.step(action)  # loads the kernels, records the graphs
+    wp = envs.env.wp
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Warp synchronised with the host")
+
+    saved = wp.synchronize, wp.synchronize_stream, wp.synchronize_device
+    wp.synchronize = wp.synchronize_stream = wp.synchronize_device = refuse
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(30):  # Humanoid falls within ~20 steps: episodes end and worlds reset
+            envs.step(action)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        wp.synchronize, wp.synchronize_stream, wp.synchronize_device = saved
