@@ -9,6 +9,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "ppo_continuous_kl.py")
 sys.path.insert(0, ROOT)
+import vector_envs  # noqa: E402
+
+# Tests build MuJoCo envs in this process too: without the handler the script installs, MuJoCo would write its
+# warnings into ./MUJOCO_LOG.TXT of whatever folder pytest runs in.
+vector_envs.quiet_mujoco()
 
 # 4 envs x 32 steps, 4 minibatches of 32, 10 epochs: U = 40 updates per iteration, 2 iterations.
 TINY = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--total-timesteps", "256"]

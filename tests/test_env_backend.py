@@ -10,8 +10,6 @@ import pytest
 import vector_envs
 from conftest import TINY, load_kl, run_script
 
-vector_envs.quiet_mujoco()
-
 
 def gymnasium_envs(env_id, num_envs):
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
