@@ -28,7 +28,7 @@ from run_folder import (disk_need_bytes, fail, open_run_folder, rng_states, save
                         set_rng_states, stop_on_signals)
 from vector_envs import (MUJOCO_BATCH_ENVS, env_state, get_norm_stats, make_envs, quiet_mujoco, set_env_state,
                          set_norm_stats)
-from warp_envs import WARP_ENVS, WARP_REFUSED, import_warp, make_warp_envs
+from warp_envs import WARP_ENVS, WARP_REFUSED, import_warp
 
 
 @dataclass
@@ -532,11 +532,8 @@ if __name__ == "__main__":
 
     # environments
     quiet_mujoco()
-    if args.env_backend == "warp":
-        envs = make_warp_envs(args.env_id, args.num_envs, args.gamma, device)
-    else:
-        envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, args.capture_video, run_dir,
-                         args.env_backend, args.env_threads)
+    envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, args.capture_video, run_dir,
+                     args.env_backend, args.env_threads, device)
     if not isinstance(envs.single_action_space, gym.spaces.Box):
         fail(f"--env-id {args.env_id} has a {type(envs.single_action_space).__name__} action space; only continuous (Box) action spaces are supported")
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]

@@ -169,9 +169,14 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
 
 
 def make_envs(env_id, num_envs, gamma, norm_stats="shared", capture_video=False, run_dir="", backend="gymnasium",
-              env_threads=1):
+              env_threads=1, device="cpu"):
     """N envs stepped in one process, next-step autoreset, with CleanRL's wrappers: episode statistics on the raw
-    rewards, action clipping, observation and reward normalisation, both clipped to [-10, 10]."""
+    rewards, action clipping, observation and reward normalisation, both clipped to [-10, 10]. The warp backend
+    lives on `device` and brings its own wrappers, in torch."""
+    if backend == "warp":
+        from warp_envs import CleanRLWrappers, WarpVectorEnv  # imports MuJoCo Warp only when asked for
+        return CleanRLWrappers(WarpVectorEnv(env_id, num_envs, device), gamma)
+
     def make_one(idx):
         def thunk():
             if capture_video and idx == 0:

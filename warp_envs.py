@@ -184,7 +184,8 @@ class WarpVectorEnv:
             setattr(self, name, wp.to_torch(getattr(self.data, name)))
         self.body_mass = torch.tensor(model.body_mass, dtype=torch.float32, device=self.device)
         self.init_qpos = torch.tensor(model.qpos0, dtype=torch.float64, device=self.device)
-        self.single_observation_space = gym.make(env_id).observation_space
+        obs_dim = self.spec.obs(self).shape[1]  # Gymnasium's space, without building its env for it
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64)
         low, high = model.actuator_ctrlrange.T.astype(np.float32)
         self.single_action_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.rng = torch.Generator(device=self.device)
@@ -301,18 +302,16 @@ class WarpVectorEnv:
                             "reset and MuJoCo Warp does not)")
         return "; ".join(problems) or None
 
+    # What the next steps depend on: MuJoCo's integration state (these models have no activations or mocap bodies),
+    # the cfrc_ext a reset zeroes, the position the next forward velocity starts from, the time limit and autoreset
+    # bookkeeping; and the noise RNG.
+    STATE = ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "cfrc_ext", "x_position", "elapsed_steps", "needs_reset")
+
     def state(self):
-        """What the next steps depend on: MuJoCo's integration state (these models have no activations or mocap
-        bodies), the position the next forward velocity starts from, the time limit and autoreset bookkeeping and
-        the noise RNG."""
-        return dict(qpos=self.qpos.clone(), qvel=self.qvel.clone(), ctrl=self.ctrl.clone(),
-                    qacc_warmstart=self.qacc_warmstart.clone(), time=self.time.clone(), cfrc_ext=self.cfrc_ext.clone(),
-                    x_position=self.x_position.clone(), elapsed_steps=self.elapsed_steps.clone(),
-                    needs_reset=self.needs_reset.clone(), rng=self.rng.get_state())
+        return {name: getattr(self, name).clone() for name in self.STATE} | dict(rng=self.rng.get_state())
 
     def set_state(self, state):
-        for name in ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "cfrc_ext", "x_position", "elapsed_steps",
-                     "needs_reset"):
+        for name in self.STATE:
             getattr(self, name).copy_(state[name])
         self.rng.set_state(state["rng"])
 
@@ -368,14 +367,12 @@ class CleanRLWrappers:
                         count=torch.tensor(1e-4, dtype=torch.float64, device=device))
 
         self.obs_rms, self.return_rms = rms((obs_dim,)), rms(())
-        self.update_running_mean = True
         self.episode_returns, self.episode_lengths = zeros(), zeros(torch.int64)
         self.accumulated_reward = zeros(torch.float32)
         self.prev_dones = zeros(torch.bool)
 
     def _normalize_obs(self, obs):
-        if self.update_running_mean:
-            running_mean_var_update(self.obs_rms, obs)
+        running_mean_var_update(self.obs_rms, obs)
         normalized = (obs.double() - self.obs_rms["mean"]) / torch.sqrt(self.obs_rms["var"] + self.epsilon)
         return normalized.float().clamp(-10.0, 10.0)
 
@@ -396,8 +393,7 @@ class CleanRLWrappers:
                     episode_done=dones)
         discounted = self.accumulated_reward * self.gamma * (~terminated).double() + reward
         self.accumulated_reward = torch.where(active, discounted.float(), self.accumulated_reward)
-        if self.update_running_mean:
-            running_mean_var_update(self.return_rms, self.accumulated_reward, active)
+        running_mean_var_update(self.return_rms, self.accumulated_reward, active)
         self.prev_dones = dones
         reward = (reward / torch.sqrt(self.return_rms["var"] + self.epsilon)).clamp(-10.0, 10.0)
         return self._normalize_obs(obs), reward.float(), terminated, truncated, info
@@ -428,6 +424,3 @@ class CleanRLWrappers:
     def close(self):
         self.env.close()
 
-
-def make_warp_envs(env_id, num_envs, gamma, device):
-    return CleanRLWrappers(WarpVectorEnv(env_id, num_envs, device), gamma)

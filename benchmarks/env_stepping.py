@@ -28,11 +28,10 @@ import warp_envs
 
 
 def build(env_id, num_envs, backend, threads, wrapped, device=None):
-    if backend == "warp":
-        envs = warp_envs.WarpVectorEnv(env_id, num_envs, device)
-        return warp_envs.CleanRLWrappers(envs, 0.99) if wrapped else envs
     if wrapped:
-        return vector_envs.make_envs(env_id, num_envs, 0.99, backend=backend, env_threads=threads)
+        return vector_envs.make_envs(env_id, num_envs, 0.99, backend=backend, env_threads=threads, device=device)
+    if backend == "warp":
+        return warp_envs.WarpVectorEnv(env_id, num_envs, device)
     if backend == "mujoco-batch":
         return vector_envs.MujocoBatchEnv(env_id, num_envs, threads)
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)

@@ -70,6 +70,8 @@ def test_warp_env_steps_as_gymnasium(env_id, device, request):
     def gym_state(field):
         return torch.tensor(np.stack([getattr(sim.data, field) for sim in sims]), device=warp.device)
 
+    assert warp.single_observation_space == gym_envs.single_observation_space
+    assert warp.single_action_space == gym_envs.single_action_space
     warp.reset_state = lambda: (gym_state("qpos"), gym_state("qvel"))
     obs_gym, _ = gym_envs.reset(seed=case["seed"])
     obs_warp, _ = warp.reset()
