@@ -3,18 +3,21 @@
     python plot_kl.py --minibatch-runs runs/minibatch --env-rollout-runs runs/env_rollout --out figures
     python plot_kl.py --data docs/results/data --out docs/results      # from a saved summary alone
 
-Reading the runs writes a compact summary (CSV, --save-data) from which the figures and the table can be
-redrawn without the runs. Figure 1: episodic return against env steps, mean and std over seeds. Figures 2 and 3:
-sequential and reference KL against the % of the iteration's minibatch updates done, in three training phases,
-two settings overlaid (solid, dashed). claims.md: the paper's findings checked against the data.
+Reading the runs writes a compact summary (CSV, --save-data) from which everything can be redrawn without the
+runs. Figure 1: training episodic return against env steps (the paper's), mean and std over seeds; fig1b: the
+evaluation return on its common grid, when the runs were trained with --eval-every. Figures 2 and 3: sequential
+and reference KL against the % of the iteration's minibatch updates done, in three training phases, two settings
+overlaid (solid, dashed): each setting's best run (the paper's view) beside the mean over seeds. claims.md: the
+paper's findings checked per env with bootstrap intervals over seeds (findings.py); the same results are written
+between the <!-- results:begin --> and <!-- results:end --> markers of OUT/README.md when it has them.
 """
 import argparse
-import collections
 import glob
 import json
 import os
 import sys
-import warnings
+import textwrap
+import zipfile
 
 import matplotlib
 
@@ -22,12 +25,38 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
 
-PHASES = ("early", "middle", "late")
+from findings import (PHASES, SETTING, check_findings, claims_markdown, label, per_run, report,  # noqa: E402
+                      settings_table, steps)
+
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
-RETURN_POINTS = 100  # return curves are kept at this many env-step points per run
-SETTING = ["sweep", "env_id", "num_envs", "num_steps", "num_minibatches", "minibatch_size"]
+RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
+FRAMES = {  # the summary's CSV files and the columns each must have
+    "runs": ["sweep", "run", "env_id", "num_envs", "num_steps", "seed", "num_minibatches", "minibatch_size",
+             "num_iterations", "wall_time_s", "kl_every", "norm_stats", "eval_every", "flags"],
+    "returns": ["run", "step", "episodic_return"],
+    "evals": ["run", "step", "eval_return"],
+    "kl_iterations": ["run", "iteration", "global_step", "seq_kl_mean", "ref_kl_start", "ref_kl_decrease_frac",
+                      "gamma_D", "gamma_D_per_pct"],
+    "kl_profiles": ["run", "phase", "iteration", "curve", "pct", "kl"],
+}
+NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags"}  # a fit or a time can be missing, a key cannot
+# args.json keys that do not change what a run computes (bookkeeping, speed, resumption, the tracker), and the
+# keys of the setting itself: every other key must agree between runs that are compared
+NOT_RESULTS = {"exp_name", "seed", "torch_deterministic", "cuda", "track", "wandb_project_name", "wandb_entity",
+               "capture_video", "save_model", "runs_dir", "run_name", "num_threads", "compile", "checkpoint_every",
+               "resume", "env_threads", "kl_save_snapshots", "batch_size", "num_iterations", "num_seeds", *SETTING}
+SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transitions bit for bit (tests check it)
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+WIDTH = 7.0  # inches: a two-column paper's text width, so that the fonts below print at their size
+plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7.5,
+                     "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2})
+CAPTION = ("(N_env x N_rollout : N_minibatch x minibatch_size) = parallel envs x steps each env collects per "
+           "iteration : minibatches per epoch x samples per minibatch.")
 
 
 def fail(message):
@@ -38,12 +67,21 @@ def warn(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def label(row):
-    """The paper's legend form: (N_env x N_rollout : N_minibatch x minibatch_size)."""
-    return f"({row.num_envs} x {row.num_steps} : {row.num_minibatches} x {row.minibatch_size})"
-
-
 # ---- load: run folders -> compact data frames ----
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"{path} is not readable JSON ({e}); rerun the run or move its folder out")
+
+
+def flags_of(args):
+    """The flags that change results, as 'key=value;...' (the setting and the seed left out)."""
+    kept = {k: SAME_RESULTS.get((k, v), v) for k, v in args.items() if k not in NOT_RESULTS}
+    return ";".join(f"{k}={v}" for k, v in sorted(kept.items()))
+
 
 def find_runs(runs_dir, sweep):
     """Complete runs (their folder holds summary.json) of one sweep; partial ones are skipped with a warning."""
@@ -53,28 +91,54 @@ def find_runs(runs_dir, sweep):
         if not os.path.exists(os.path.join(run_dir, "summary.json")):
             warn(f"skipping {run_dir}: no summary.json (the run failed or is still going)")
             continue
-        with open(args_path) as f:
-            args = json.load(f)
-        with open(os.path.join(run_dir, "summary.json")) as f:
-            summary = json.load(f)
-        rows.append(dict(sweep=sweep, run=os.path.basename(run_dir), path=run_dir, env_id=args["env_id"],
-                         num_envs=args["num_envs"], num_steps=args["num_steps"], seed=args["seed"],
-                         num_minibatches=args["num_minibatches"], minibatch_size=args["minibatch_size"],
-                         num_iterations=args["num_iterations"], wall_time_s=summary["wall_time_s"]))
+        args, summary = read_json(args_path), read_json(os.path.join(run_dir, "summary.json"))
+        missing = [k for k in (*SETTING, "seed", "num_iterations") if k not in args]
+        if missing:
+            fail(f"{args_path} lacks {', '.join(missing)}: not a run folder of ppo_continuous_kl.py")
+        rows.append(dict(sweep=sweep, run=os.path.basename(run_dir), path=run_dir, **{k: args[k] for k in SETTING},
+                         seed=args["seed"], num_iterations=args["num_iterations"],
+                         wall_time_s=summary.get("wall_time_s", np.nan), kl_every=args.get("kl_every", 1),
+                         norm_stats=args.get("norm_stats", ""), eval_every=args.get("eval_every", 0),
+                         flags=flags_of(args)))
     return pd.DataFrame(rows)
 
 
-def load_returns(run):
-    """Episodic returns smoothed over the last num_envs episodes, at RETURN_POINTS env-step points."""
-    events = EventAccumulator(run.path, size_guidance={SCALARS: 0})
-    events.Reload()
-    if "charts/episodic_return" not in events.Tags()["scalars"]:
-        return pd.DataFrame(columns=["run", "step", "episodic_return"])
-    scalars = events.Scalars("charts/episodic_return")
-    steps = np.array([s.step for s in scalars])
-    smoothed = pd.Series([s.value for s in scalars]).rolling(run.num_envs, min_periods=1).mean().to_numpy()
-    grid = np.linspace(steps.min(), steps.max(), RETURN_POINTS)
-    return pd.DataFrame(dict(run=run.run, step=grid, episodic_return=np.interp(grid, steps, smoothed)))
+def check_flags(runs):
+    """Refuse to mix runs whose results-changing flags (kl_every, total_timesteps, ...) differ: the findings
+    compare all runs of an env, and Figures 2-3 overlay them. One line, naming two such runs."""
+    for run, g in runs.groupby("run"):
+        if len(g[[*SETTING, "seed", "flags"]].drop_duplicates()) > 1:
+            fail(f"two runs named {run} (sweeps {', '.join(g.sweep)}) differ in setting or flags: rename one")
+    for env, g in runs.groupby("env_id"):
+        first = dict(f.split("=", 1) for f in g["flags"].iloc[0].split(";") if f)
+        for r in g.itertuples():
+            other = dict(f.split("=", 1) for f in r.flags.split(";") if f)
+            diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+            if diff:
+                fail(f"{env} runs {g.run.iloc[0]} and {r.run} differ in "
+                     + ", ".join(f"{k} ({first.get(k, 'unset')} vs {other.get(k, 'unset')})" for k in diff)
+                     + ": their profiles and returns are not comparable; plot them from separate folders")
+
+
+def load_events(run):
+    """Training returns smoothed over the last num_envs episodes, at RETURN_POINTS env-step points; and the
+    evaluation returns (mean of each evaluation's episodes) at the steps they were made."""
+    try:
+        events = EventAccumulator(run.path, size_guidance={SCALARS: 0})
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        train = events.Scalars("charts/episodic_return") if "charts/episodic_return" in tags else []
+        evals = events.Scalars("eval/episodic_return") if "eval/episodic_return" in tags else []
+    except Exception as e:  # tensorboard raises its own types for damaged event files
+        fail(f"{run.path}: unreadable TensorBoard events ({type(e).__name__}: {e})")
+    returns = pd.DataFrame(columns=FRAMES["returns"])
+    if train:
+        steps = np.array([s.step for s in train])
+        smoothed = pd.Series([s.value for s in train]).rolling(run.num_envs, min_periods=1).mean().to_numpy()
+        grid = np.linspace(steps.min(), steps.max(), RETURN_POINTS)
+        returns = pd.DataFrame(dict(run=run.run, step=grid, episodic_return=np.interp(grid, steps, smoothed)))
+    evals = pd.DataFrame(dict(run=run.run, step=[s.step for s in evals], eval_return=[s.value for s in evals]))
+    return returns, evals.groupby(["run", "step"], as_index=False).eval_return.mean()
 
 
 def pct_bins(pct, values):
@@ -85,26 +149,39 @@ def pct_bins(pct, values):
     return (np.arange(PCT_BINS)[keep] + 0.5) * 100 / PCT_BINS, sums[keep] / counts[keep]
 
 
+def read_npz(path, fields):
+    try:
+        with np.load(path) as f:
+            got = {k: f[k] for k in fields if k in f.files or k != "gamma_D_per_pct"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        fail(f"{path} is not a readable KL file ({type(e).__name__}: {e}); delete it or rerun its run")
+    if "gamma_D_per_pct" in fields and "gamma_D_per_pct" not in got:  # files from before the field: per update
+        got["gamma_D_per_pct"] = got["gamma_D"] ** (got["num_updates"] / 100)
+    return got
+
+
 def load_kl(run, phases):
     """Per-iteration KL statistics, and the binned profiles of the iterations nearest each phase fraction."""
     files = sorted(glob.glob(os.path.join(run.path, "kl", "iter_*.npz")))
     if not files:
-        return pd.DataFrame(), pd.DataFrame()
-    iterations, profiles = [], []
+        return pd.DataFrame(columns=FRAMES["kl_iterations"]), pd.DataFrame(columns=FRAMES["kl_profiles"])
+    iterations = []
     for path in files:
-        with np.load(path) as f:
-            iterations.append(dict(run=run.run, iteration=int(f["iteration"]), global_step=int(f["global_step"]),
-                                   seq_kl_mean=float(f["seq_kl"].mean()), ref_kl_start=float(f["ref_kl"][0]),
-                                   ref_kl_decrease_frac=float(f["ref_kl_decrease_frac"]), gamma_D=float(f["gamma_D"])))
-    available = np.array([it["iteration"] for it in iterations])
+        f = read_npz(path, ("iteration", "global_step", "seq_kl", "ref_kl", "ref_kl_decrease_frac", "gamma_D",
+                            "num_updates", "gamma_D_per_pct"))
+        iterations.append(dict(run=run.run, iteration=int(f["iteration"]), global_step=int(f["global_step"]),
+                               seq_kl_mean=float(f["seq_kl"].mean()), ref_kl_start=float(f["ref_kl"][0]),
+                               ref_kl_decrease_frac=float(f["ref_kl_decrease_frac"]), gamma_D=float(f["gamma_D"]),
+                               gamma_D_per_pct=float(f["gamma_D_per_pct"])))
+    available, profiles = np.array([it["iteration"] for it in iterations]), []
     for phase, frac in zip(PHASES, phases):
-        iteration = available[np.abs(available - (1 + frac * (run.num_iterations - 1))).argmin()]
-        with np.load(files[int(np.flatnonzero(available == iteration)[0])]) as f:
-            pct = 100 * f["update"] / f["num_updates"]
-            for curve, x, y in (("seq_kl", pct[1:], f["seq_kl"]), ("ref_kl", pct, f["ref_kl"])):
-                centres, means = pct_bins(x, y)
-                profiles.append(pd.DataFrame(dict(run=run.run, phase=phase, iteration=iteration, curve=curve,
-                                                  pct=centres, kl=means)))
+        index = int(np.abs(available - (1 + frac * (run.num_iterations - 1))).argmin())
+        f = read_npz(files[index], ("update", "num_updates", "seq_kl", "ref_kl"))
+        pct = 100 * f["update"] / f["num_updates"]
+        for curve, x, y in (("seq_kl", pct[1:], f["seq_kl"]), ("ref_kl", pct, f["ref_kl"])):
+            centres, means = pct_bins(x, y)
+            profiles.append(pd.DataFrame(dict(run=run.run, phase=phase, iteration=available[index], curve=curve,
+                                              pct=centres, kl=means)))
     return pd.DataFrame(iterations), pd.concat(profiles)
 
 
@@ -117,12 +194,13 @@ def load_all(sweep_dirs, phases):
     if runs.empty:
         fail(f"no complete runs under {', '.join(d for d in sweep_dirs.values() if d)} "
              "(a run is complete when its folder holds summary.json)")
-    returns = pd.concat([load_returns(run) for run in runs.itertuples()], ignore_index=True)
-    kl = [load_kl(run, phases) for run in runs.itertuples()]
-    data = dict(runs=runs.drop(columns="path"), returns=returns,
-                kl_iterations=pd.concat([k[0] for k in kl], ignore_index=True),
-                kl_profiles=pd.concat([k[1] for k in kl], ignore_index=True))
-    return data
+    check_flags(runs)  # before the event files and KL files are read
+    distinct = runs.drop_duplicates("run")  # a run in both sweeps is read once
+    events = [load_events(run) for run in distinct.itertuples()]
+    kl = [load_kl(run, phases) for run in distinct.itertuples()]
+    frames = dict(runs=runs.drop(columns="path"), returns=[e[0] for e in events], evals=[e[1] for e in events],
+                  kl_iterations=[k[0] for k in kl], kl_profiles=[k[1] for k in kl])
+    return {n: f if n == "runs" else pd.concat(f, ignore_index=True)[FRAMES[n]] for n, f in frames.items()}
 
 
 def save_data(data, folder):
@@ -131,250 +209,325 @@ def save_data(data, folder):
         frame.to_csv(os.path.join(folder, f"{name}.csv"), index=False, float_format="%.6g")
 
 
+def read_csv(path, columns):
+    """One summary CSV, refused in one line when truncated, damaged or lacking a column."""
+    with open(path, "rb") as f:
+        content = f.read()
+    if not content.endswith(b"\n"):
+        fail(f"{path} is truncated (its last line is incomplete); save the summary again with --save-data")
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' parser and empty-data errors are ValueErrors
+        fail(f"{path} is not a readable summary CSV ({type(e).__name__}: {e})")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        fail(f"{path} lacks the columns {', '.join(missing)}; a summary written by plot_kl.py --save-data has "
+             f"{', '.join(columns)}")
+    holes = frame[[c for c in columns if c not in NULLABLE]].isna().any(axis=1)
+    if holes.any():
+        fail(f"{path} has empty cells on line {int(np.flatnonzero(holes)[0]) + 2} (truncated or damaged); "
+             "save the summary again with --save-data")
+    return frame.assign(flags=frame["flags"].fillna("")) if "flags" in frame else frame
+
+
 def read_data(folders):
     """Saved summaries, merged: a run saved in several of them is taken from the first that holds it."""
-    names = ("runs", "returns", "kl_iterations", "kl_profiles")
     for folder in folders:
-        missing = [n for n in names if not os.path.exists(os.path.join(folder, f"{n}.csv"))]
+        missing = [n for n in FRAMES if not os.path.isfile(os.path.join(folder, f"{n}.csv"))]
         if missing:
-            fail(f"--data {folder} lacks {', '.join(n + '.csv' for n in missing)}")
-    merged = {n: [] for n in names}
-    seen = set()
-    for folder in folders:
-        data = {n: pd.read_csv(os.path.join(folder, f"{n}.csv")) for n in names}
-        # A run serving both sweeps is listed once per sweep, and its rows repeated as often; a (sweep, run)
-        # already taken from an earlier folder is not taken again.
-        keys = list(zip(data["runs"].sweep, data["runs"].run))
-        new = [key not in seen for key in keys]
-        merged["runs"].append(data["runs"][new])
-        copies = collections.Counter(run for (_, run), is_new in zip(keys, new) if is_new)
-        for n in names[1:]:
-            frame = data[n].drop_duplicates()
-            merged[n] += [frame[frame.run == run] for run, count in copies.items() for _ in range(count)]
-        seen.update(keys)
-    return {n: pd.concat(frames, ignore_index=True) if frames else data[n].iloc[:0] for n, frames in merged.items()}
+            fail(f"--data {folder} lacks {', '.join(n + '.csv' for n in missing)} (a summary holds "
+                 f"{', '.join(n + '.csv' for n in FRAMES)})")
+    merged, owner = {n: [] for n in FRAMES}, {}
+    for i, folder in enumerate(folders):
+        data = {n: read_csv(os.path.join(folder, f"{n}.csv"), cols) for n, cols in FRAMES.items()}
+        for n in list(FRAMES)[1:]:
+            extra = sorted(set(data[n].run) - set(data["runs"].run))
+            if extra:
+                fail(f"{os.path.join(folder, n + '.csv')} holds runs that runs.csv lacks ({', '.join(extra[:3])}): "
+                     "runs.csv is truncated or from another summary")
+        seen = {(r.sweep, r.run) for r in pd.concat(merged["runs"]).itertuples()} if merged["runs"] else set()
+        merged["runs"].append(data["runs"][[(r.sweep, r.run) not in seen for r in data["runs"].itertuples()]])
+        for run in data["runs"].run:
+            owner.setdefault(run, i)
+        mine = {run for run, j in owner.items() if j == i}
+        for n in list(FRAMES)[1:]:  # older summaries repeated a shared run's rows once per sweep
+            merged[n].append(data[n][data[n].run.isin(mine)].drop_duplicates())
+    # a header-only frame (a summary without evaluations) would turn the merged columns into objects
+    data = {n: pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True) for n, frames in merged.items()}
+    check_flags(data["runs"])
+    return data
 
 
-# ---- aggregate ----
-
-def final_returns(runs, returns):
-    """Each run's return at its last point (the mean of its last num_envs episodes)."""
-    last = returns.sort_values("step").groupby("run").episodic_return.last()
-    return runs.assign(final_return=runs.run.map(last))
-
-
-def settings_table(data):
-    """One row per setting: final return mean/std over seeds, mean sequential KL, fraction of decreasing
-    reference-KL steps, gamma_D per phase."""
-    runs = final_returns(data["runs"], data["returns"])
-    kl = data["kl_iterations"].merge(runs[["run", *SETTING]], on="run")
-    table = runs.groupby(SETTING).agg(seeds=("seed", "nunique"), return_mean=("final_return", "mean"),
-                                      return_std=("final_return", "std")).reset_index()
-    if not kl.empty:
-        kl_means = kl.groupby(SETTING).agg(seq_kl_mean=("seq_kl_mean", "mean"),
-                                           ref_kl_decrease_frac=("ref_kl_decrease_frac", "mean")).reset_index()
-        table = table.merge(kl_means, on=SETTING, how="left")
-        phases = data["kl_profiles"][["run", "phase", "iteration"]].drop_duplicates()
-        gammas = phases.merge(data["kl_iterations"], on=["run", "iteration"]).merge(runs[["run", *SETTING]], on="run")
-        gammas = gammas.pivot_table(index=SETTING, columns="phase", values="gamma_D", aggfunc="mean")
-        gammas = gammas[[p for p in PHASES if p in gammas.columns]]
-        table = table.merge(gammas.add_prefix("gamma_D_").reset_index(), on=SETTING, how="left")
-    return table.sort_values(["sweep", "env_id", "minibatch_size", "num_envs"], ascending=[False, True, True, False])
-
-
-# ---- figures ----
+# ---- figures (they take data frames) ----
 
 def save(fig, out, name, formats):
     for fmt in formats:
-        fig.savefig(os.path.join(out, f"{name}.{fmt}"), bbox_inches="tight", dpi=150)
+        fig.savefig(os.path.join(out, f"{name}.{fmt}"), dpi=150)
     plt.close(fig)
 
 
-def fig_returns(runs, returns):
-    """Figure 1: return against env steps; top row the minibatch sweep, bottom row the env x rollout sweep."""
-    sweeps = [s for s in ("minibatch", "env_rollout") if s in set(runs.sweep)]
-    envs = sorted(runs.env_id.unique())
-    fig, axes = plt.subplots(len(sweeps), len(envs), figsize=(4.2 * len(envs), 3.4 * len(sweeps)), squeeze=False)
-    curves = returns.merge(runs, on="run")
-    for r, sweep in enumerate(sweeps):
-        for c, env in enumerate(envs):
-            ax = axes[r, c]
-            for key, group in curves[(curves.sweep == sweep) & (curves.env_id == env)].groupby(SETTING[2:]):
-                # seeds share the step grid only approximately: bring them onto one before averaging
-                grid = np.linspace(0, group.step.max(), RETURN_POINTS)
-                per_seed = np.array([np.interp(grid, g.step, g.episodic_return, left=np.nan)
+def caption(fig, *lines):
+    text = "\n".join(textwrap.fill(line, 120) for line in (*lines, CAPTION))
+    fig.supxlabel(text, fontsize=7, ha="left", x=0.01)
+
+
+def setting_order(runs):
+    """Settings as the paper orders them: minibatch size ascending, then N_env descending."""
+    keys = runs.drop_duplicates("key").sort_values(["minibatch_size", "num_envs"], ascending=[True, False])
+    return list(keys.key)
+
+
+def row_title(sweep, runs):
+    if sweep == "minibatch":
+        shapes = ", ".join(sorted({f"{r.num_envs} x {r.num_steps}" for r in runs.itertuples()}))
+        return f"Minibatch sweep: minibatch size at N_env x N_rollout = {shapes}"
+    sizes = ", ".join(str(s) for s in sorted(runs.minibatch_size.unique()))
+    return f"N_env x N_rollout sweep at minibatch size {sizes}"
+
+
+def fig_returns(runs, curves, title, ylabel, compared_at, marker=None):
+    """Figure 1 (training returns) or its evaluation companion: value against env steps, one row per sweep, one
+    panel per env that has curves, mean over seeds with a +-1 std band. compared_at: (sweep, env) -> the step at
+    which the per-setting table compares returns (a dotted line)."""
+    data = curves.merge(runs, on="run")
+    rows = [(s, sorted(data.env_id[data.sweep == s].unique())) for s in ("minibatch", "env_rollout")]
+    rows = [(s, envs) for s, envs in rows if envs]
+    if not rows:
+        return None
+    ncols = max(len(envs) for _, envs in rows)
+    # one colour per setting across the figure: the setting the two sweeps share looks the same in both rows
+    colours = dict(zip(setting_order(data), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    fig = plt.figure(figsize=(WIDTH, 2.5 * len(rows) + 1.1), layout="constrained")
+    for subfig, (sweep, envs) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
+        axes = subfig.subplots(1, ncols, squeeze=False)[0]
+        for ax in axes[len(envs):]:
+            ax.remove()  # no empty panels: an env the sweep did not run leaves its slot blank
+        sweep_data = data[data.sweep == sweep]
+        seeds = sweep_data.groupby(["key", "env_id"]).run.nunique().groupby("key").agg(
+            lambda n: "-".join(map(str, sorted(set(n)))))  # per env: 2 seeds, or 2-3 where envs differ
+        for ax, env in zip(axes, envs):
+            for key in setting_order(sweep_data):
+                group = sweep_data[(sweep_data.env_id == env) & (sweep_data.key == key)]
+                if group.empty:
+                    continue
+                grid = np.unique(group.step)  # seeds' curves onto one grid; NaN outside a seed's range
+                per_seed = np.array([np.interp(grid, g.step, g.value, left=np.nan, right=np.nan)
                                      for _, g in group.groupby("run")])
-                with warnings.catch_warnings():  # a grid point before any seed's first episode stays NaN
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mean, std = np.nanmean(per_seed, 0), np.nanstd(per_seed, 0)
-                line, = ax.plot(grid, mean, label=label(group.iloc[0]))
-                ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-            ax.set_title(f"{env} ({'minibatch size' if sweep == 'minibatch' else 'N_env x N_rollout'})")
+                counts = np.isfinite(per_seed).sum(0)
+                with np.errstate(invalid="ignore"):
+                    mean = np.nansum(per_seed, 0) / counts
+                    std = np.sqrt(np.nansum((per_seed - mean) ** 2, 0) / (counts - 1))
+                ax.plot(grid, mean, color=colours[key], label=f"{key}, {seeds[key]} seeds", marker=marker,
+                        markersize=2.5)
+                ax.fill_between(grid, mean - std, mean + std, color=colours[key], alpha=0.2, linewidth=0)
+            if np.isfinite(compared_at.get((sweep, env), np.nan)):
+                ax.axvline(compared_at[(sweep, env)], color="0.4", linestyle=":", linewidth=1)
+            ax.set_title(env)
             ax.set_xlabel("environment steps")
-            ax.set_ylabel("episodic return")
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+            ax.set_ylabel(ylabel)
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        handles = {h.get_label(): h for ax in axes[:len(envs)] for h in ax.get_legend_handles_labels()[0]}
+        handles["compared at (claims.md)"] = Line2D([], [], color="0.4", linestyle=":")
+        subfig.suptitle(row_title(sweep, sweep_data))
+        subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(3, len(handles)))
+    fig.suptitle(title, fontweight="bold")
+    caption(fig, "Line: mean over seeds; band: +-1 std over seeds. Dotted: the step at which claims.md compares "
+                 "this panel's settings (the last step all of them reach).")
     return fig
 
 
-def fig_kl_profiles(runs, profiles, settings, title):
-    """Figures 2 and 3: sequential (top) and reference (bottom) KL against the % of the iteration's updates,
-    one colour per training phase, the two settings solid and dashed; mean over seeds, log scale."""
-    envs = sorted(runs.env_id.unique())
-    fig, axes = plt.subplots(2, len(envs), figsize=(4.2 * len(envs), 6.4), squeeze=False)
-    data = profiles.merge(runs, on="run")
+def fig_kl_profiles(chosen, profiles, title):
+    """Figures 2 and 3: sequential (top) and reference (bottom) KL against the % of the iteration's updates, one
+    colour per training phase, two settings solid and dashed (chosen: runs with `style`, `key`, `final_return`).
+    Left: each setting's run with the best final return, as the paper drew; right: mean over seeds, band min-max."""
+    envs = sorted(chosen.env_id.unique())
+    fig = plt.figure(figsize=(WIDTH, 3.9 * len(envs) + 0.9), layout="constrained")
     colours = dict(zip(PHASES, ("tab:blue", "tab:orange", "tab:green")))
-    for c, env in enumerate(envs):
-        for r, curve in enumerate(("seq_kl", "ref_kl")):
-            ax = axes[r, c]
-            for style, select in zip(("-", "--"), settings):
-                subset = data[(data.env_id == env) & (data.curve == curve) & select(data)]
+    for subfig, env in zip(fig.subfigures(len(envs), 1, squeeze=False)[:, 0], envs):
+        axes = subfig.subplots(2, 2, sharex=True)
+        here, handles, drawn = chosen[chosen.env_id == env], {}, []
+        for style, setting in here.groupby("style", sort=False):
+            ranked = setting.sort_values(["final_return", "seed"], ascending=[False, True], na_position="last")
+            best = ranked.iloc[0]
+            note = (f"{best.final_return:.0f} at {steps(best.final_step)}" if np.isfinite(best.final_return)
+                    else "no return: lowest seed")
+            handles[f"{best.key}, best run {best.run} ({note})"] = Line2D([], [], color="k", linestyle=style)
+            drawn.append(f"{best.key} {'solid' if style == '-' else 'dashed'}")
+            data = profiles[profiles.run.isin(setting.run)]
+            for r, curve in enumerate(("seq_kl", "ref_kl")):
                 for phase in PHASES:
-                    group = subset[subset.phase == phase]
-                    if group.empty:
-                        continue
-                    mean = group.groupby("pct").kl.mean()
-                    mean = mean[mean > 0]
-                    ax.plot(mean.index, mean.values, style, color=colours[phase],
-                            label=f"{label(group.iloc[0])} {phase} (iter {int(group.iteration.median())})")
+                    sub = data[(data.curve == curve) & (data.phase == phase)]
+                    one = sub[sub.run == best.run]
+                    one = one[one.kl > 0]  # log scale: the last reference KL is exactly 0
+                    axes[r, 0].plot(one.pct, one.kl, style, color=colours[phase])
+                    agg = sub[sub.kl > 0].groupby("pct").kl.agg(["mean", "min", "max"])
+                    axes[r, 1].plot(agg.index, agg["mean"], style, color=colours[phase])
+                    axes[r, 1].fill_between(agg.index, agg["min"], agg["max"], color=colours[phase], alpha=0.12,
+                                            linewidth=0)
+                    its = sorted(set(sub.iteration))
+                    if its:
+                        handles.setdefault(f"{phase}: iteration {', '.join(map(str, its))}",
+                                           Line2D([], [], color=colours[phase]))
+        seeds = here.groupby("key").run.nunique()
+        axes[0, 0].set_title("each setting's best run (the paper's view)")
+        axes[0, 1].set_title(f"mean over seeds ({', '.join(map(str, sorted(set(seeds))))} per setting), band min-max")
+        for ax in axes.flat:
             ax.set_yscale("log")
-            ax.set_title(f"{env}: {'sequential' if curve == 'seq_kl' else 'reference'} KL")
-            ax.set_xlabel("% of the iteration's updates done")
-            ax.set_ylabel("KL(pi_i+1 || pi_i)" if curve == "seq_kl" else "KL(pi_final || pi_i)")
-            ax.legend(fontsize=6)
-    fig.suptitle(title)
-    fig.tight_layout()
+        for r, name in enumerate((r"sequential KL($\pi_{i+1}\,\|\,\pi_i$)", r"reference KL($\pi_U\,\|\,\pi_i$)")):
+            axes[r, 0].set_ylabel(name)
+            for c in range(2):
+                axes[1, c].set_xlabel("% of the iteration's updates done")
+        settings = [k for k in handles if "best run" in k]
+        phase_keys = [k for k in handles if k not in settings]
+        order = settings + [""] * (len(phase_keys) - len(settings)) + phase_keys  # settings left, phases right
+        legend = [handles.get(k, Line2D([], [], linestyle="none")) for k in order]
+        subfig.legend(legend, order, loc="outside lower center", ncols=2)
+        subfig.suptitle(f"{env}: " + ", ".join(drawn))
+    fig.suptitle(title, fontweight="bold")
+    caption(fig, "Left: for each setting its run with the best final return (the paper selected two of its best "
+                 "runs; the legend gives that return and the step it is read at); right: mean over seeds, band from "
+                 "the seeds' min to max. Colours: training phases.")
     return fig
 
 
-# ---- the paper's findings ----
-
-def rank_corr(x, y):
-    x, y = pd.Series(x).rank(), pd.Series(y).rank()
-    return float(np.corrcoef(x, y)[0, 1]) if len(x) > 1 and x.nunique() > 1 and y.nunique() > 1 else float("nan")
-
-
-def verdict(ok):
-    return "not testable with these runs" if ok is None else ("holds" if ok else "does not hold")
-
-
-def findings(table, kl_iterations, fig3_shapes):
-    """The paper's five findings, each with the numbers it rests on and whether it holds here."""
-    lines = []
-    mb = table[table.sweep == "minibatch"]
-    per_env = []
-    for env, g in mb.groupby("env_id"):
-        if g.minibatch_size.nunique() > 1:
-            smallest, best = g.loc[g.minibatch_size.idxmin()], g.loc[g.return_mean.idxmax()]
-            per_env.append((env, smallest.minibatch_size, smallest.return_mean, best.minibatch_size, best.return_mean,
-                            smallest.return_mean < best.return_mean))
-    lines.append(("1. Too-small minibatches train worse", None if not per_env else all(p[-1] for p in per_env),
-                  "; ".join(f"{e}: smallest size {s} ends at {rs:.0f}, the best size {b} at {rb:.0f}"
-                            for e, s, rs, b, rb, _ in per_env)))
-    if kl_iterations.empty:
-        lines.append(("2. Reference KL falls monotonically within an iteration", None, "no KL files"))
-    else:
-        frac = kl_iterations.ref_kl_decrease_frac.mean()
-        lines.append(("2. Reference KL falls monotonically within an iteration", frac >= 0.99,
-                      f"{100 * frac:.2f}% of steps decrease over {len(kl_iterations)} iterations (holds at >= 99%)"))
-    corr = {env: rank_corr(g.minibatch_size, g.seq_kl_mean) for env, g in mb.groupby("env_id")} if "seq_kl_mean" in mb else {}
-    corr = {e: c for e, c in corr.items() if not np.isnan(c)}
-    lines.append(("3. Smaller minibatches give higher sequential KL", None if not corr else all(c < 0 for c in corr.values()),
-                  "; ".join(f"{e}: rank corr(size, seq KL) {c:+.2f}" for e, c in corr.items())))
-    er = table[table.sweep == "env_rollout"]
-    pairs = []
-    for env, g in er.groupby("env_id"):
-        shapes = {f"{r.num_envs}x{r.num_steps}": r for r in g.itertuples()}
-        if all(s in shapes for s in fig3_shapes):
-            a, b = (shapes[s] for s in fig3_shapes)
-            similar_return = abs(a.return_mean - b.return_mean) <= max(a.return_std, b.return_std, 1e-9)
-            kl_ratio = a.seq_kl_mean / b.seq_kl_mean if "seq_kl_mean" in g else float("nan")
-            pairs.append((env, a.return_mean, b.return_mean, kl_ratio, similar_return and 0.5 <= kl_ratio <= 2))
-    lines.append((f"4. {fig3_shapes[0]} and {fig3_shapes[1]} give similar returns and KL profiles",
-                  None if not pairs else all(p[-1] for p in pairs),
-                  "; ".join(f"{e}: returns {ra:.0f} vs {rb:.0f}, seq KL ratio {k:.2f} (similar: returns within one "
-                            f"seed std, KL ratio in [0.5, 2])" for e, ra, rb, k, _ in pairs)))
-    corr = {env: rank_corr(g.return_mean, g.seq_kl_mean) for env, g in table.groupby("env_id")} if "seq_kl_mean" in table else {}
-    corr = {e: c for e, c in corr.items() if not np.isnan(c)}
-    lines.append(("5. Higher-return settings have higher sequential KL (slower convergence to the fixed point)",
-                  None if not corr else all(c > 0 for c in corr.values()),
-                  "; ".join(f"{e}: rank corr(final return, seq KL) {c:+.2f}" for e, c in corr.items())))
-    return lines
+def choose(frame, selections, flag):
+    """The runs of the two settings a KL figure overlays, styled solid and dashed; a selection absent from an env
+    is warned about and left out of it."""
+    parts = []
+    for env, g in frame.groupby("env_id"):
+        found = [g[select(g)].assign(style=style, selection=f"{name} ({'solid' if style == '-' else 'dashed'})")
+                 for style, (name, select) in zip(("-", "--"), selections.items())]
+        absent = [name for name, f in zip(selections, found) if f.empty]
+        if absent:
+            have = ", ".join(sorted({k for k in g.key}))
+            warn(f"{flag}: {env} has no run of {', '.join(absent)} (it has {have}); "
+                 + ("its panels show the other setting alone" if len(absent) < len(found) else "it is left out"))
+        parts += [f for f in found if not f.empty]
+    return pd.concat(parts) if parts else frame.iloc[:0]
 
 
-def markdown_table(frame):
-    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
-    rows = [list(frame.columns), ["---"] * len(frame.columns), *cells]
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+# ---- main ----
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
 
 
-def claims_markdown(table, lines):
-    shown = table.assign(setting=[label(r) for r in table.itertuples()])
-    columns = ["sweep", "env_id", "setting", "seeds", "return_mean", "return_std"]
-    columns += [c for c in shown.columns if c.startswith(("seq_kl", "ref_kl", "gamma_D"))]
-    text = ["# The paper's findings, checked", "", "## Per setting", "", markdown_table(shown[columns]),
-            "", "final return: the mean of each run's last num_envs episodes, then mean and std over seeds. "
-            "seq_kl_mean: mean sequential KL over all iterations and seeds. gamma_D: fitted contraction rate per "
-            "update (KL(pi_U || pi_i) ~ C gamma_D^i) at the phase's iteration.", "", "## Findings", ""]
-    text += [f"- **{name}**: {verdict(ok)}. {detail}" for name, ok, detail in lines]
-    return "\n".join(text) + "\n"
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_options():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--minibatch-runs", default="runs/minibatch", help="runs folder of sweep_minibatch.sh")
     parser.add_argument("--env-rollout-runs", default="runs/env_rollout", help="runs folder of sweep_env_rollout.sh")
     parser.add_argument("--data", nargs="+", metavar="DIR",
                         help="draw from saved summaries (CSV files) instead of run folders; several are merged")
     parser.add_argument("--save-data", help="save the summary read from the runs (or merged from --data) here "
-                                            "(default: OUT/data when reading runs)")
+                                            "(when reading runs and not given: OUT/data)")
     parser.add_argument("--out", default="figures", help="folder for the figures and claims.md")
     parser.add_argument("--phases", default="0.1,0.5,0.9",
                         help="training phases of Figures 2-3, as fractions of the run's iterations")
     parser.add_argument("--fig2-sizes", default="50,1000", help="the two minibatch sizes of Figure 2 (solid, dashed)")
     parser.add_argument("--fig3-shapes", default="1000x50,100x500", help="the two N_env x N_rollout of Figure 3")
-    parser.add_argument("--formats", default="png,pdf", help="figure file formats")
+    parser.add_argument("--formats", default="png,pdf", help="figure file formats, comma-separated")
     opts = parser.parse_args()
     try:
-        phases = [float(p) for p in opts.phases.split(",")]
-        sizes = [int(s) for s in opts.fig2_sizes.split(",")]
-        shapes = [tuple(int(v) for v in s.split("x")) for s in opts.fig3_shapes.split(",")]
-    except ValueError:
+        opts.phase_list = [float(p) for p in opts.phases.split(",")]
+        opts.sizes = [int(s) for s in opts.fig2_sizes.split(",")]
+        opts.shapes = [tuple(int(v) for v in s.split("x")) for s in opts.fig3_shapes.split(",")]
+        assert all(len(s) == 2 for s in opts.shapes)
+    except (ValueError, AssertionError):
         fail("--phases takes 3 fractions, --fig2-sizes 2 integers, --fig3-shapes 2 NxM shapes, comma-separated")
-    if len(phases) != 3 or not all(0 <= p <= 1 for p in phases):
+    if len(opts.phase_list) != 3 or not all(0 <= p <= 1 for p in opts.phase_list):
         fail(f"--phases takes 3 comma-separated fractions in [0, 1], got {opts.phases}")
-    if len(sizes) != 2 or len(shapes) != 2:
+    if len(opts.sizes) != 2 or len(opts.shapes) != 2:
         fail("--fig2-sizes and --fig3-shapes each take two settings, comma-separated")
+    supported = plt.figure().canvas.get_supported_filetypes()
+    opts.format_list = [f.strip().lower() for f in opts.formats.split(",")]
+    unknown = [f for f in opts.format_list if f not in supported]
+    if unknown or not opts.format_list:
+        fail(f"--formats {opts.formats}: unknown {', '.join(unknown) or 'empty'}; "
+             f"allowed: {', '.join(sorted(supported))}")
+    for flag, path in (("--out", opts.out), ("--save-data", opts.save_data)):
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            fail(f"{flag} {path} is a file; it takes a folder (made when missing)")
+    return opts
 
+
+def write_readme_block(path, block):
+    """Replace the generated block of the results README, so that its numbers are those of claims.md."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text[text.find(BEGIN):]:
+        warn(f"{path} has no {BEGIN} ... {END} markers: its results are not updated")
+        return
+    start, stop = text.index(BEGIN) + len(BEGIN), text.index(END, text.index(BEGIN))
+    with open(path, "w") as f:
+        f.write(f"{text[:start]}\n{block}\n{text[stop:]}")
+
+
+def draw_returns(runs, frame, data, out, formats):
+    """Figure 1 from the training returns, and its companion from the evaluation returns when there are any."""
+    compared = {(r.sweep, r.env_id): (r.final_step, r.return_kind) for r in frame.itertuples()}
+    for name, kind, curves in (
+            ("fig1_returns", "training", data["returns"].rename(columns={"episodic_return": "value"})),
+            ("fig1b_eval_returns", "evaluation", data["evals"].rename(columns={"eval_return": "value"}))):
+        at = {key: step for key, (step, k) in compared.items() if k == kind}
+        fig = fig_returns(runs, curves, f"Episodic return ({kind})", f"{kind} episodic return", at,
+                          marker="o" if kind == "evaluation" else None)
+        if fig is None:
+            why = " (trained without --eval-every)" if kind == "evaluation" else ""
+            warn(f"no {kind} returns in these runs{why}: {name} is left out")
+        else:
+            save(fig, out, name, formats)
+
+
+def draw_kl(frame, profiles, opts):
+    """Figures 2 and 3: the two settings named by --fig2-sizes and --fig3-shapes, those present in the data."""
+    if profiles.empty:
+        warn("no KL files in these runs (--no-kl?): Figures 2 and 3 are left out")
+        return
+    with_kl = frame[frame.run.isin(profiles.run)]
+    for name, sweep, flag, selections in (
+            ("fig2_kl_minibatch", "minibatch", "--fig2-sizes",
+             {f"minibatch size {s}": (lambda d, s=s: d.minibatch_size == s) for s in opts.sizes}),
+            ("fig3_kl_env_rollout", "env_rollout", "--fig3-shapes",
+             {f"{n} x {m}": (lambda d, n=n, m=m: (d.num_envs == n) & (d.num_steps == m)) for n, m in opts.shapes})):
+        sweep_runs = with_kl[with_kl.sweep == sweep]
+        if sweep_runs.empty:
+            warn(f"no {sweep} runs with KL files: {name} is left out")
+            continue
+        chosen = choose(sweep_runs, selections, flag)
+        if chosen.empty:
+            warn(f"{flag}: no run of {' or '.join(selections)}: {name} is left out")
+            continue
+        drawn = sorted(chosen.selection.unique(), key=lambda x: "dashed" in x)  # the title names only these
+        title = f"KL profiles in three training phases: {' vs '.join(drawn)}"
+        save(fig_kl_profiles(chosen, profiles, title), opts.out, name, opts.format_list)
+
+
+def main():
+    opts = parse_options()
     if opts.data:
         data = read_data(opts.data)
         if opts.save_data:
             save_data(data, opts.save_data)
     else:
-        data = load_all({"minibatch": opts.minibatch_runs, "env_rollout": opts.env_rollout_runs}, phases)
+        data = load_all({"minibatch": opts.minibatch_runs, "env_rollout": opts.env_rollout_runs}, opts.phase_list)
         save_data(data, opts.save_data or os.path.join(opts.out, "data"))
+    runs = data["runs"].assign(key=lambda d: [label(r) for r in d.itertuples()])
+    no_episode = sorted(set(runs.run) - set(data["returns"].run))
+    if no_episode:
+        warn(f"{len(no_episode)} runs finished no episode and have no training return ({', '.join(no_episode)}): "
+             "Figure 1 and the return findings leave them out")
     os.makedirs(opts.out, exist_ok=True)
-    formats = opts.formats.split(",")
-    runs = data["runs"]
-    save(fig_returns(runs, data["returns"]), opts.out, "fig1_returns", formats)
-    if data["kl_profiles"].empty:
-        warn("no KL files in these runs (--no-kl?): Figures 2 and 3 are left out")
-    else:
-        for name, sweep, settings, title in (
-            ("fig2_kl_minibatch", "minibatch", [lambda d, s=s: d.minibatch_size == s for s in sizes],
-             f"minibatch size {sizes[0]} (solid) vs {sizes[1]} (dashed)"),
-            ("fig3_kl_env_rollout", "env_rollout",
-             [lambda d, s=s: (d.num_envs == s[0]) & (d.num_steps == s[1]) for s in shapes],
-             f"{opts.fig3_shapes.split(',')[0]} (solid) vs {opts.fig3_shapes.split(',')[1]} (dashed)")):
-            sweep_runs = runs[runs.sweep == sweep]
-            if sweep_runs.empty:
-                warn(f"no {sweep} runs: {name} is left out")
-                continue
-            save(fig_kl_profiles(sweep_runs, data["kl_profiles"], settings, title), opts.out, name, formats)
-    table = settings_table(data)
-    text = claims_markdown(table, findings(table, data["kl_iterations"], opts.fig3_shapes.split(",")))
+    frame = per_run(runs, data["returns"], data["evals"], data["kl_iterations"])
+    draw_returns(runs, frame, data, opts.out, opts.format_list)
+    draw_kl(frame, data["kl_profiles"], opts)
+    table = settings_table(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"])
+    rows = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], opts.shapes)
+    text = claims_markdown(runs, table, rows)
     with open(os.path.join(opts.out, "claims.md"), "w") as f:
         f.write(text)
+    write_readme_block(os.path.join(opts.out, "README.md"), report(runs, table, rows))
     print(text)
     print(f"figures and claims.md in {opts.out}")
 

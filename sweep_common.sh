@@ -1,8 +1,19 @@
-# Shared by sweep_minibatch.sh and sweep_env_rollout.sh (sourced, not run): option parsing, run naming, the
-# local runner and the SLURM launcher. The caller sets its defaults and usage(), then fills NAMES and CMDS with
-# add_training_run and calls run_sweep.
+# Shared by sweep_minibatch.sh and sweep_env_rollout.sh (sourced, not run): option parsing and checks, run
+# naming, the check of the runs already in the runs folder, and the grouping of the runs into processes. The
+# local runner is in sweep_local.sh, the SLURM launcher in sweep_slurm.sh. The caller sets its defaults and
+# usage(), checks its own options, fills the run list with add_training_run and calls run_sweep.
 
-# The launcher flags, the same in both sweeps.
+# The options both sweeps take, with their defaults (ENVS, SEEDS, TOTAL_TIMESTEPS and RUNS_DIR are the caller's).
+JOBS=""
+DRY_RUN=0
+PYTHON=${PYTHON:-python}
+EXTRA=()
+# CleanRL's normalisation, one running mean/var per env: what the paper ran (the training script's default is shared)
+NORM_STATS=per-env
+# every 2 iterations = every 100,000 env steps at the sweeps' 50,000-step batches: every setting at the same steps
+EVAL_EVERY=2
+SEEDS_PER_PROCESS=1
+PROGRESS_EVERY=60
 LAUNCHER=local
 PARTITION=""
 TIME_LIMIT=""
@@ -11,27 +22,100 @@ GPUS=""
 MEM=""
 REQUEUE_BEFORE=300
 SLURM_FLAGS_GIVEN=()
+LOCAL_FLAGS_GIVEN=()
+
+# One line on stderr and exit 2: how every bad option ends, before any run starts.
+error() {
+  echo "error: $*" >&2
+  exit 2
+}
 
 # The value of option $1, or an error when it has none.
 value() {
   if (($# < 2)) || [[ $2 == --* ]]; then
-    echo "error: $1 needs a value (see --help)" >&2
-    exit 2
+    error "$1 needs a value (see --help)"
   fi
+  [[ -n $2 ]] || error "$1 needs a value, got an empty one (see --help)"
   echo "$2"
 }
 
-# "a,b c" -> "a b c"
-words() { echo "${1//,/ }"; }
+# The options of usage(), for the message about an unknown one.
+option_names() {
+  usage | grep -oE '^  --[a-z-]+' | tr -d ' ' | tr '\n' ' '
+  echo "-h --help"
+}
 
-# Adds the training run of one setting, named by it: env, seed, N_env, N_rollout, minibatch size.
+check_positive_int() {
+  # at most 18 digits, so that bash's 64-bit arithmetic holds it; no leading zero, which bash reads as octal
+  [[ $2 =~ ^[1-9][0-9]{0,17}$ ]] || error "$1 takes positive integers, got '$2'"
+}
+
+check_seed() {
+  # seeds of the training script: env i of seed s gets seed s + i, in [0, 2^32)
+  [[ $2 =~ ^(0|[1-9][0-9]{0,9})$ ]] && (($2 < 2147483648)) ||
+    error "$1 takes integers from 0 to 2147483647, like '1 2 3', got '$2'"
+}
+
+# Splits list option $1 (value $2: words separated by spaces or commas) into LIST. The list must not be empty
+# ($3 says what it takes, for the message) nor give a value twice, which would name two runs alike.
+split_list() {
+  local flag=$1 what=$3 v
+  local -A seen=()
+  read -r -a LIST <<<"${2//,/ }"
+  ((${#LIST[@]} > 0)) || error "$flag takes $what, got none"
+  for v in "${LIST[@]}"; do
+    [[ -z ${seen[$v]:-} ]] || error "$flag gives '$v' twice; it takes $what, each once"
+    seen[$v]=1
+  done
+}
+
+# Checks minibatch size $1 of N_env $2 x N_rollout $3 ($4: the option that set the size, $5: the message when it
+# does not divide the batch), and that every run is at least one iteration long.
+check_setting() {
+  local size=$1 num_envs=$2 num_steps=$3 batch=$(($2 * $3))
+  ((batch % size == 0)) || error "$5"
+  if ((size < 2)) && [[ " ${EXTRA[*]-} " != *" --no-norm-adv "* ]]; then
+    error "$4 takes sizes of 2 or more (the advantages of a minibatch are normalised by their std; or -- --no-norm-adv), got $size"
+  fi
+  ((TOTAL_TIMESTEPS >= batch)) ||
+    error "--total-timesteps takes at least one iteration, N_env x N_rollout = $num_envs x $num_steps = $batch steps, got $TOTAL_TIMESTEPS"
+}
+
+# The run name of env $1, N_env $2, N_rollout $3, minibatch size $4 and seed $5 ({seed}: the training script's
+# placeholder for each seed of a process).
+run_name() { echo "${1}__${2}x${3}__mb${4}__s${5}"; }
+
+# The sweep's runs, in launch order; the runs of a setting follow each other.
+RUN_NAMES=()
+RUN_SETTINGS=()
+RUN_SEEDS=()
+
+# Adds the training run of one setting: env, seed, N_env, N_rollout, minibatch size.
 add_training_run() {
   local env=$1 seed=$2 num_envs=$3 num_steps=$4 size=$5
-  local name="${env}__${num_envs}x${num_steps}__mb${size}__s${seed}"
-  NAMES+=("$name")
-  CMDS+=("$(printf '%q ' "$PYTHON" "$HERE/ppo_continuous_kl.py" --env-id "$env" --seed "$seed" \
-    --num-envs "$num_envs" --num-steps "$num_steps" --minibatch-size "$size" \
-    --total-timesteps "$TOTAL_TIMESTEPS" --runs-dir "$RUNS_DIR" --run-name "$name" ${EXTRA[@]+"${EXTRA[@]}"})")
+  RUN_NAMES+=("$(run_name "$env" "$num_envs" "$num_steps" "$size" "$seed")")
+  RUN_SETTINGS+=("$env $num_envs $num_steps $size")
+  RUN_SEEDS+=("$seed")
+}
+
+# The flags of every run after its setting's, before its --run-name.
+common_training_flags() {
+  COMMON_FLAGS=(--total-timesteps "$TOTAL_TIMESTEPS" --norm-stats "$NORM_STATS" --eval-every "$EVAL_EVERY"
+    --runs-dir "$RUNS_DIR")
+}
+
+# Sets CMD to the training command of setting $1 (env N_env N_rollout size), seeds $2 .. $2 + $3 - 1, run name
+# (or template) $4.
+training_command() {
+  local env num_envs num_steps size
+  read -r env num_envs num_steps size <<<"$1"
+  local argv=("$PYTHON" "$HERE/ppo_continuous_kl.py" --env-id "$env" --seed "$2")
+  (($3 == 1)) || argv+=(--num-seeds "$3")
+  common_training_flags
+  argv+=(--num-envs "$num_envs" --num-steps "$num_steps" --minibatch-size "$size" "${COMMON_FLAGS[@]}"
+    --run-name "$4" ${EXTRA[@]+"${EXTRA[@]}"})
+  CMD=$(printf '%q ' "${argv[@]}")
+  CMD=${CMD% }
 }
 
 default_jobs() {
@@ -44,11 +128,15 @@ default_jobs() {
 # What both sweeps do, for their --help.
 sweep_description() {
   cat <<TEXT
-N runs at a time, each run's output in RUNS_DIR/logs/NAME.log, a line per finished run. Run names are
-ENV__{N_env}x{N_rollout}__mb{SIZE}__s{SEED}. SIGTERM, Ctrl-C or SIGHUP stops the sweep: its runs write a
-checkpoint and exit, and so does the sweep (exit 128 + the signal's number). A second launch skips runs that
-completed (their folder holds summary.json), resumes those that hold a checkpoint.pt and starts again the
-others. A failed run does not stop the others; the sweep then exits 1 and lists them.
+N processes at a time, each process's output in RUNS_DIR/logs/NAME.log, a progress line as each starts and
+ends and every --progress-every seconds. Run names are ENV__{N_env}x{N_rollout}__mb{SIZE}__s{SEED}. SIGTERM,
+Ctrl-C or SIGHUP stops the sweep: its runs write a checkpoint and exit, and so does the sweep (exit 128 + the
+signal's number). A second launch skips runs that completed (their folder holds summary.json),
+resumes those that hold a checkpoint.pt and starts again the others. Runs already in RUNS_DIR that ran with
+other flags than the sweep's (another --total-timesteps, other flags after --, ...) are neither skipped nor
+rerun: the sweep refuses to start, lists them and their flags, and leaves the choice (another --runs-dir, or
+delete them to run them again). A failed run does not stop the others; the sweep then exits 1 and lists them.
+A bad option ends the sweep with one line "error: ..." and exit 2 before any run starts.
 TEXT
 }
 
@@ -56,24 +144,38 @@ TEXT
 common_usage() {
   cat <<TEXT
   --envs "A B"            envs (default: $ENVS)
-  --seeds "1 2"           seeds (default: $SEEDS)
+  --seeds "1 2"           seeds, integers from 0 (default: $SEEDS)
   --total-timesteps N     env steps per run (default: $TOTAL_TIMESTEPS; the paper does not state its own)
+  --norm-stats MODE       per-env or shared: the runs' observation/reward normalisation statistics (default:
+                          $NORM_STATS, one running mean/var per env as CleanRL keeps them, which is what the paper
+                          ran, and the training script's default; shared: one for all of a run's envs)
+  --eval-every N          evaluate each run every N iterations and after its last, on separate envs, into
+                          eval/episodic_return (default: $EVAL_EVERY, i.e. every 100,000 env steps of the sweeps'
+                          50,000-step batches: every setting is evaluated at the same env steps, so their returns
+                          compare step for step; 0: no evaluation)
+  --seeds-per-process K   train up to K consecutive seeds of a setting in one process, in lockstep (the training
+                          script's --num-seeds; the run name is then passed with {seed}), into the usual run
+                          folders; a relaunch groups only the seeds not completed. Default: $SEEDS_PER_PROCESS, one
+                          process per run; a process of seeds A..B logs to ENV__..__sA-B.log
   --runs-dir DIR          where the run folders go (default: $RUNS_DIR)
-  --jobs N                runs at a time (default: one per core, $(default_jobs) here, since a run is single-threaded;
-                          under slurm: array tasks at a time, default no limit)
-  --launcher local|slurm  local runs them here (default); slurm submits the runs not yet completed as one SLURM
-                          job array, one run per task, requeued on preemption and before its time limit, each
-                          resuming from its checkpoint. Its scripts go to RUNS_DIR/slurm/
+  --jobs N                processes at a time (default: one per core, $(default_jobs) here, since a run is
+                          single-threaded; under slurm: array tasks at a time, default no limit)
+  --progress-every S      local: a progress line every S seconds while runs go: runs done, running and left,
+                          elapsed, and the time left estimated from the runs' times and progress (default: $PROGRESS_EVERY)
+  --launcher local|slurm  local runs them here (default); slurm submits the processes not yet completed as one
+                          SLURM job array, one process per task, requeued on preemption and before its time
+                          limit, each resuming from its checkpoint. Its scripts go to RUNS_DIR/slurm/
   --partition P           slurm: partition (default: the cluster's)
-  --time T                slurm: time limit of each run, as sbatch takes it: MM, HH:MM:SS, D-HH:MM
+  --time T                slurm: time limit of each task, as sbatch takes it: MM, HH:MM:SS, D-HH:MM
                           (default: the partition's); a longer run is requeued and resumes
-  --cpus-per-task N       slurm: cores per run (default: $CPUS_PER_TASK; a run is single-threaded)
-  --gpus G                slurm: GPUs per run, N or TYPE:N (default: none)
-  --mem M                 slurm: memory per run, like 4G (default: the partition's)
+  --cpus-per-task N       slurm: cores per task (default: $CPUS_PER_TASK; a run is single-threaded)
+  --gpus G                slurm: GPUs per task, N or TYPE:N (default: none)
+  --mem M                 slurm: memory per task, like 4G (default: the partition's)
   --requeue-before S      slurm: this many seconds before its time limit a run is stopped (it checkpoints) and
                           requeued with a fresh limit (default: $REQUEUE_BEFORE; longer than one iteration)
-  --dry-run               print one command per line, run nothing; slurm: the sbatch command, the array
-                          script and its command list, submit nothing
+  --dry-run               print one command per line (a "#" line before those that resume, for the runs skipped
+                          as completed and for a folder deleted to start afresh), run nothing; slurm: the sbatch
+                          command, the array script and its command list, submit nothing
   -h, --help              this text
 TEXT
 }
@@ -84,8 +186,12 @@ parse_common_option() {
     --envs) ENVS=$(value "$@"); CONSUMED=2 ;;
     --seeds) SEEDS=$(value "$@"); CONSUMED=2 ;;
     --total-timesteps) TOTAL_TIMESTEPS=$(value "$@"); CONSUMED=2 ;;
+    --norm-stats) NORM_STATS=$(value "$@"); CONSUMED=2 ;;
+    --eval-every) EVAL_EVERY=$(value "$@"); CONSUMED=2 ;;
+    --seeds-per-process) SEEDS_PER_PROCESS=$(value "$@"); CONSUMED=2 ;;
     --runs-dir) RUNS_DIR=$(value "$@"); CONSUMED=2 ;;
     --jobs) JOBS=$(value "$@"); CONSUMED=2 ;;
+    --progress-every) PROGRESS_EVERY=$(value "$@"); CONSUMED=2; LOCAL_FLAGS_GIVEN+=("$1") ;;
     --launcher) LAUNCHER=$(value "$@"); CONSUMED=2 ;;
     --partition) PARTITION=$(value "$@"); CONSUMED=2; SLURM_FLAGS_GIVEN+=("$1") ;;
     --time) TIME_LIMIT=$(value "$@"); CONSUMED=2; SLURM_FLAGS_GIVEN+=("$1") ;;
@@ -96,326 +202,255 @@ parse_common_option() {
     --dry-run) DRY_RUN=1; CONSUMED=1 ;;
     -h | --help) usage; exit 0 ;;
     --) CONSUMED=$#; shift; EXTRA=("$@") ;;
-    *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) error "unknown option $1; the options are $(option_names) (see --help)" ;;
   esac
 }
+
+# The training flags that the sweep sets for each run, which the flags after -- must leave alone.
+SWEEP_SETS=(--env-id --seed --num-seeds --num-envs --num-steps --minibatch-size --num-minibatches --total-timesteps
+  --norm-stats --eval-every --runs-dir --run-name)
 
 # Checks the options both sweeps take, once parsed.
 check_common_options() {
   check_positive_int --total-timesteps "$TOTAL_TIMESTEPS"
+  split_list --envs "$ENVS" "Gymnasium env ids, like 'Hopper-v5 Ant-v5'"
+  ENV_LIST=("${LIST[@]}")
+  local env seed word
+  for env in "${ENV_LIST[@]}"; do
+    [[ $env != */* ]] || error "--envs takes Gymnasium env ids without '/' (a run's folder is named after its env), got '$env'"
+  done
+  read -r -a LIST <<<"${SEEDS//,/ }"
+  for seed in ${LIST[@]+"${LIST[@]}"}; do check_seed --seeds "$seed"; done
+  split_list --seeds "$SEEDS" "integers from 0 to 2147483647, like '1 2 3'"
+  SEED_LIST=("${LIST[@]}")
+  case $NORM_STATS in
+    shared | per-env) ;;
+    *) error "--norm-stats takes per-env or shared, got '$NORM_STATS'" ;;
+  esac
+  [[ $EVAL_EVERY =~ ^(0|[1-9][0-9]{0,8})$ ]] ||
+    error "--eval-every takes an integer >= 0 (iterations; 0: no evaluation), got '$EVAL_EVERY'"
+  check_positive_int --seeds-per-process "$SEEDS_PER_PROCESS"
+  if ((SEEDS_PER_PROCESS > 1)); then
+    # consecutive seeds share a process
+    mapfile -t SEED_LIST < <(printf '%s\n' "${SEED_LIST[@]}" | sort -n)
+  fi
+  local set
+  for word in ${EXTRA[@]+"${EXTRA[@]}"}; do
+    # --flag=value and --flag_name are the same flag to the training script
+    word=${word%%=*}
+    for set in "${SWEEP_SETS[@]}"; do
+      if [[ ${word//_/-} == "$set" ]]; then
+        error "the flags after -- may not set $word, which the sweep sets for each run (see --help for its own options)"
+      fi
+    done
+  done
   case $LAUNCHER in
     local)
       if ((${#SLURM_FLAGS_GIVEN[@]} > 0)); then
-        echo "error: ${SLURM_FLAGS_GIVEN[0]} needs --launcher slurm (see --help)" >&2
-        exit 2
+        error "${SLURM_FLAGS_GIVEN[0]} needs --launcher slurm (see --help)"
       fi
       JOBS=${JOBS:-$(default_jobs)}
       check_positive_int --jobs "$JOBS"
+      check_positive_int --progress-every "$PROGRESS_EVERY"
       ;;
-    slurm) check_slurm_options ;;
-    *) echo "error: --launcher takes local or slurm, got '$LAUNCHER'" >&2; exit 2 ;;
+    slurm)
+      if ((${#LOCAL_FLAGS_GIVEN[@]} > 0)); then
+        error "${LOCAL_FLAGS_GIVEN[0]} needs --launcher local (see --help)"
+      fi
+      check_slurm_options
+      ;;
+    *) error "--launcher takes local or slurm, got '$LAUNCHER'" ;;
   esac
+  check_runs_dir
 }
 
-check_slurm_options() {
-  [[ -z $JOBS ]] || check_positive_int --jobs "$JOBS"
-  check_positive_int --cpus-per-task "$CPUS_PER_TASK"
-  check_positive_int --requeue-before "$REQUEUE_BEFORE"
-  # sbatch keeps the --signal lead time in 16 bits
-  ((REQUEUE_BEFORE <= 65535)) || { echo "error: --requeue-before takes seconds up to 65535, got '$REQUEUE_BEFORE'" >&2; exit 2; }
-  if [[ -n $PARTITION && ! $PARTITION =~ ^[A-Za-z0-9_.,-]+$ ]]; then
-    echo "error: --partition takes a partition name (or a comma-separated list), got '$PARTITION'" >&2
-    exit 2
+# The runs folder must be a folder this user can write into, or one that can be made (make_runs_dir makes it).
+check_runs_dir() {
+  local dir=$RUNS_DIR
+  [[ ! -e $dir || -d $dir ]] || error "--runs-dir takes a folder, got '$RUNS_DIR', which is a file"
+  # the deepest part of the path that exists
+  while [[ ! -e $dir ]]; do dir=$(dirname -- "$dir"); done
+  [[ -d $dir ]] || error "--runs-dir takes a folder, got '$RUNS_DIR', which lies under the file $dir"
+  [[ -w $dir && -x $dir ]] || error "--runs-dir takes a folder this user can write into, got '$RUNS_DIR' ($dir is not writable)"
+}
+
+# Makes the runs folder and proves it writable, once every option has been checked.
+make_runs_dir() {
+  local probe
+  if ! mkdir -p -- "$RUNS_DIR/logs" 2>/dev/null || ! probe=$(mktemp "$RUNS_DIR/logs/.write-test.XXXXXX" 2>/dev/null); then
+    error "--runs-dir takes a folder this user can write into, got '$RUNS_DIR', which cannot be written"
   fi
-  if [[ -n $TIME_LIMIT ]]; then
-    local limit
-    limit=$(slurm_seconds "$TIME_LIMIT") || {
-      echo "error: --time takes MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, got '$TIME_LIMIT'" >&2
-      exit 2
-    }
-    # otherwise the warning comes as the run starts, and it is requeued forever
-    if ((limit <= REQUEUE_BEFORE)); then
-      echo "error: --time $TIME_LIMIT must be longer than --requeue-before ($REQUEUE_BEFORE seconds)" >&2
-      exit 2
+  rm -f -- "$probe"
+}
+
+# The run folders already in RUNS_DIR that hold summary.json or checkpoint.pt, checked against this sweep's flags:
+# one Python process reads their args.json and compares it with the sweep's flags, parsed and compared as the
+# training script does. Any difference refuses the sweep, with the runs and their flags listed. It also reads
+# the iteration of each checkpoint into CHECKPOINT_ITERATIONS, so that only runs cut short at the same iteration
+# resume as one process.
+declare -A CHECKPOINT_ITERATIONS=()
+check_recorded_flags() {
+  local i records=()
+  for i in "${!RUN_NAMES[@]}"; do
+    if [[ -f $RUNS_DIR/${RUN_NAMES[$i]}/summary.json ]]; then
+      records+=("${RUN_NAMES[$i]} ${RUN_SETTINGS[$i]} ${RUN_SEEDS[$i]} finished")
+    elif [[ -f $RUNS_DIR/${RUN_NAMES[$i]}/checkpoint.pt ]]; then
+      records+=("${RUN_NAMES[$i]} ${RUN_SETTINGS[$i]} ${RUN_SEEDS[$i]} checkpoint")
     fi
-  fi
-  if [[ -n $GPUS && ! $GPUS =~ ^([A-Za-z0-9_-]+:)?[1-9][0-9]*$ ]]; then
-    echo "error: --gpus takes N or TYPE:N, got '$GPUS'" >&2
-    exit 2
-  fi
-  if [[ -n $MEM && ! $MEM =~ ^[1-9][0-9]*[KMGT]?$ ]]; then
-    echo "error: --mem takes a size like 4000M or 4G (units K, M, G, T), got '$MEM'" >&2
-    exit 2
-  fi
-  if [[ $DRY_RUN == 0 ]] && ! command -v sbatch >/dev/null; then
-    echo "error: --launcher slurm needs sbatch, which is not on PATH (run on a SLURM login node, or use --launcher local)" >&2
-    exit 2
-  fi
-  # the tasks start on other machines, perhaps in another folder
-  RUNS_DIR=$(realpath -m -- "$RUNS_DIR")
+  done
+  ((${#records[@]} > 0)) || return 0
+  common_training_flags
+  local out differing="" kind name rest
+  # an error of its own (flags the training script refuses) is its one line on stderr
+  out=$(printf '%s\n' "${records[@]}" |
+    "$PYTHON" -c "$FLAG_CHECK_PY" "$HERE" "$RUNS_DIR" "${COMMON_FLAGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}) || exit 2
+  while read -r kind name rest; do
+    case $kind in
+      differs) differing+="  $name $rest"$'\n' ;;
+      iteration) CHECKPOINT_ITERATIONS[$name]=$rest ;;
+    esac
+  done <<<"$out"
+  [[ -n $differing ]] || return 0
+  echo "these runs in $RUNS_DIR ran with other flags than this sweep's (this sweep's value, then the run's):" >&2
+  printf '%s' "$differing" >&2
+  error "$(printf '%s' "$differing" | wc -l) run(s) in $RUNS_DIR (listed above) ran with other flags than this sweep's; nothing was started. Launch with their flags, or pick another --runs-dir, or delete those run folders to run them again with these flags"
 }
 
-# Seconds in a SLURM time limit; fails on anything else.
-slurm_seconds() {
-  local d=0 h=0 m=0 s=0
-  if [[ $1 =~ ^([0-9]+)-([0-9]+)(:([0-9]+)(:([0-9]+))?)?$ ]]; then
-    d=${BASH_REMATCH[1]} h=${BASH_REMATCH[2]} m=${BASH_REMATCH[4]:-0} s=${BASH_REMATCH[6]:-0}
-  elif [[ $1 =~ ^([0-9]+):([0-9]+):([0-9]+)$ ]]; then
-    h=${BASH_REMATCH[1]} m=${BASH_REMATCH[2]} s=${BASH_REMATCH[3]}
-  elif [[ $1 =~ ^([0-9]+)(:([0-9]+))?$ ]]; then
-    m=${BASH_REMATCH[1]} s=${BASH_REMATCH[3]:-0}
+# stdin: "NAME ENV N_ENV N_ROLLOUT SIZE SEED finished|checkpoint" per run; argv: repo, runs folder, the flags
+# every run gets. Prints "differs NAME: --flag now (run: before), ..." for each run whose args.json differs, and
+# "iteration NAME I" for each readable checkpoint of a run not finished.
+FLAG_CHECK_PY='
+import json, os, sys
+from dataclasses import asdict, replace
+runs_dir, common = sys.argv[2], sys.argv[3:]
+sys.path.insert(0, sys.argv[1])
+try:
+    import torch
+    import tyro
+    from ppo_continuous_kl import Args, check_args
+    from run_folder import describe_flags, differing_flags
+except ImportError as e:
+    sys.exit(f"error: cannot check the runs in {runs_dir} against the sweep\x27s flags: {sys.executable} cannot import the "
+             f"training script ({e}); set PYTHON to the Python of its environment")
+try:
+    base = tyro.cli(Args, args=common)
+except SystemExit:
+    sys.exit("error: the training script refuses the flags this sweep passes (its message above)")
+settings = {}
+for line in sys.stdin:
+    name, env, num_envs, num_steps, size, seed, state = line.split()
+    key = (env, num_envs, num_steps, size)
+    if key not in settings:
+        settings[key] = asdict(check_args(replace(base, env_id=env, num_envs=int(num_envs), num_steps=int(num_steps),
+                                                  minibatch_size=int(size))))
+    now = settings[key] | {"seed": int(seed), "run_name": name}
+    try:
+        with open(os.path.join(runs_dir, name, "args.json")) as f:
+            before = json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"differs {name}: no readable args.json ({e})")
+        continue
+    differing = differing_flags(before, now)
+    if differing:
+        print(f"differs {name}: " + describe_flags(differing, before, now, "run"))
+    elif state == "checkpoint":
+        try:
+            print(f"iteration {name}", int(torch.load(os.path.join(runs_dir, name, "checkpoint.pt"), map_location="cpu",
+                                                   weights_only=False)["iteration"]))
+        except Exception:
+            pass  # the training script says what is wrong with it
+'
+
+# Groups the runs not yet completed into processes: up to SEEDS_PER_PROCESS consecutive seeds of one setting, all
+# starting afresh or all cut short at the same iteration (check_recorded_flags read it). Fills PROC_NAMES (the
+# log's name: the run's, or ENV__..__sA-B), PROC_MEMBERS (their run names, space-separated), PROC_SIZES (how
+# many), PROC_CMDS and PROC_RESUMES (1 when resuming), and SKIPPED, the completed runs.
+plan_processes() {
+  PROC_NAMES=() PROC_MEMBERS=() PROC_SIZES=() PROC_CMDS=() PROC_RESUMES=() SKIPPED=0
+  local i group=() setting="" state="" last=-2 now
+  for i in "${!RUN_NAMES[@]}"; do
+    if [[ -f $RUNS_DIR/${RUN_NAMES[$i]}/summary.json ]]; then
+      SKIPPED=$((SKIPPED + 1))
+      continue
+    fi
+    now=fresh
+    if [[ -f $RUNS_DIR/${RUN_NAMES[$i]}/checkpoint.pt ]]; then
+      # a checkpoint that could not be read resumes alone: the training script says what is wrong with it
+      now="checkpoint ${CHECKPOINT_ITERATIONS[${RUN_NAMES[$i]}]:-unread $i}"
+    fi
+    if ((${#group[@]} == 0 || ${#group[@]} >= SEEDS_PER_PROCESS || RUN_SEEDS[i] != last + 1)) ||
+      [[ ${RUN_SETTINGS[$i]} != "$setting" || $now != "$state" ]]; then
+      ((${#group[@]} == 0)) || add_process "${group[@]}"
+      group=()
+    fi
+    group+=("$i")
+    setting=${RUN_SETTINGS[$i]} state=$now last=${RUN_SEEDS[$i]}
+  done
+  ((${#group[@]} == 0)) || add_process "${group[@]}"
+}
+
+# Adds the process of runs $@ (indexes of consecutive seeds of one setting).
+add_process() {
+  local first=$1 last=${!#} i members=""
+  local env num_envs num_steps size
+  read -r env num_envs num_steps size <<<"${RUN_SETTINGS[$first]}"
+  for i in "$@"; do members+="${members:+ }${RUN_NAMES[$i]}"; done
+  if (($# == 1)); then
+    PROC_NAMES+=("${RUN_NAMES[$first]}")
+    training_command "${RUN_SETTINGS[$first]}" "${RUN_SEEDS[$first]}" 1 "${RUN_NAMES[$first]}"
   else
-    return 1
+    PROC_NAMES+=("$(run_name "$env" "$num_envs" "$num_steps" "$size" "${RUN_SEEDS[$first]}-${RUN_SEEDS[$last]}")")
+    training_command "${RUN_SETTINGS[$first]}" "${RUN_SEEDS[$first]}" $# \
+      "$(run_name "$env" "$num_envs" "$num_steps" "$size" "{seed}")"
   fi
-  # 10#: "08" is a number, not bad octal
-  echo $((((10#$d * 24 + 10#$h) * 60 + 10#$m) * 60 + 10#$s))
+  PROC_MEMBERS+=("$members")
+  PROC_SIZES+=("$#")
+  PROC_CMDS+=("$CMD")
+  PROC_RESUMES+=("$([[ -f $RUNS_DIR/${RUN_NAMES[$first]}/checkpoint.pt ]] && echo 1 || echo 0)")
+}
+
+# Makes way for process $1 to start: deletes the folders of its runs that hold neither summary.json nor
+# checkpoint.pt (cut short before their first checkpoint, or failed), so that they start afresh.
+clear_unstarted_runs() {
+  local run
+  for run in ${PROC_MEMBERS[$1]}; do
+    if [[ ! -f $RUNS_DIR/$run/summary.json && ! -f $RUNS_DIR/$run/checkpoint.pt ]]; then
+      rm -rf -- "${RUNS_DIR:?}/$run"
+    fi
+  done
+}
+
+# On --dry-run, the runs skipped as completed: "#" lines, so that the output still runs as is.
+dry_run_notes() {
+  local run
+  for run in "${RUN_NAMES[@]}"; do
+    [[ ! -f $RUNS_DIR/$run/summary.json ]] || echo "# skipped, completed already with the same flags: $run"
+  done
+}
+
+# The "#" line of --dry-run before process $1's command, when it resumes or deletes a folder.
+process_note() {
+  local run fresh=""
+  if ((PROC_RESUMES[$1])); then
+    echo "# resumes from its checkpoint: ${PROC_MEMBERS[$1]}"
+    return 0
+  fi
+  for run in ${PROC_MEMBERS[$1]}; do [[ ! -e $RUNS_DIR/$run ]] || fresh+=" $run"; done
+  [[ -z $fresh ]] || echo "# starts afresh, deleting the folder cut short before its first checkpoint:$fresh"
 }
 
 hms() { printf '%02d:%02d:%02d' $(($1 / 3600)) $(($1 % 3600 / 60)) $(($1 % 60)); }
 
 run_sweep() {
+  check_recorded_flags
+  plan_processes
+  [[ $DRY_RUN == 1 ]] || make_runs_dir
   if [[ $LAUNCHER == slurm ]]; then
     submit_slurm_array
-    return
-  fi
-  local total=${#NAMES[@]} i
-  if [[ $DRY_RUN == 1 ]]; then
-    for i in "${!CMDS[@]}"; do echo "${CMDS[$i]% }"; done
-    return 0
-  fi
-  mkdir -p "$RUNS_DIR/logs"
-  local start=$SECONDS done=0 failed=() stopped=() skipped=0 pid status stop=""
-  local -A running=() resumed=() signalled=()
-  report() {
-    local left=$((total - done - ${#failed[@]} - skipped))
-    echo "[sweep] $1 | done $done, failed ${#failed[@]}, skipped $skipped, left $left | elapsed $(hms $((SECONDS - start)))"
-  }
-  # One TERM to every run not yet told: the training script checkpoints and exits on the first, and stops at once
-  # on a second.
-  stop_runs() {
-    local p
-    for p in "${!running[@]}"; do
-      if [[ -z ${signalled[$p]:-} ]]; then
-        signalled[$p]=1
-        kill -TERM "$p" 2>/dev/null || true
-      fi
-    done
-  }
-  # The runs first, the message after: with its terminal gone (HUP), the sweep may not be able to print.
-  on_signal() {
-    local again=$stop
-    [[ -z $again ]] || signalled=()
-    stop=$1
-    stop_runs
-    if [[ -z $again ]]; then
-      echo "[sweep] got SIG$1: stopping the ${#running[@]} running run(s) at their next checkpoint (signal again to stop them at once)"
-    else
-      echo "[sweep] got SIG$1 again: stopping the runs at once"
-    fi
-  }
-  trap 'on_signal INT' INT
-  trap 'on_signal TERM' TERM
-  trap 'on_signal HUP' HUP
-  reap() {
-    wait -n -p pid || status=$?
-    # a signal cut the wait short (and unset pid): no run has ended
-    if [[ -z ${pid:-} ]]; then
-      status=
-      return 0
-    fi
-    status=${status:-0}
-    local name=${running[$pid]} how=""
-    unset "running[$pid]"
-    [[ -z ${resumed[$name]:-} ]] || how=" (resumed)"
-    if [[ $status == 0 && -f $RUNS_DIR/$name/summary.json ]]; then
-      done=$((done + 1))
-      report "finished $name$how"
-    elif [[ -n $stop && -f $RUNS_DIR/$name/checkpoint.pt ]]; then
-      stopped+=("$name")
-      report "stopped $name$how at its checkpoint (exit $status)"
-    elif [[ -n $stop ]]; then
-      stopped+=("$name")
-      report "stopped $name$how before its first checkpoint (exit $status), it starts afresh on relaunch"
-    else
-      failed+=("$name")
-      report "FAILED $name$how (exit $status, log $RUNS_DIR/logs/$name.log)"
-    fi
-    status=
-  }
-  for i in "${!NAMES[@]}"; do
-    local name=${NAMES[$i]} how=starting
-    if [[ -f $RUNS_DIR/$name/summary.json ]]; then
-      skipped=$((skipped + 1))
-      continue
-    fi
-    while [[ -z $stop ]] && ((${#running[@]} >= JOBS)); do reap; done
-    [[ -z $stop ]] || break
-    if [[ -f $RUNS_DIR/$name/checkpoint.pt ]]; then
-      # cut short after a checkpoint: the training script resumes from it
-      how=resuming
-      resumed[$name]=1
-      echo "[sweep] resuming $name from its checkpoint"
-    else
-      # no summary.json and no checkpoint.pt: a run that failed or was cut short before its first checkpoint
-      rm -rf "${RUNS_DIR:?}/$name"
-    fi
-    # appended to, so that the log keeps what earlier launches wrote
-    printf '[sweep] %(%F %T)T %s %s\n' -1 "$how" "$name" >>"$RUNS_DIR/logs/$name.log"
-    # exec: the job is the training script itself, so that stop_runs signals it. setsid: Ctrl-C in a terminal
-    # reaches the sweep alone, which passes it on once (a second signal would stop the run before its checkpoint).
-    eval "exec setsid ${CMDS[$i]}" >>"$RUNS_DIR/logs/$name.log" 2>&1 &
-    running[$!]=$name
-  done
-  # a signal that came between starting a run and noting its pid has not reached that run
-  [[ -z $stop ]] || stop_runs
-  ((skipped == 0)) || echo "[sweep] skipped $skipped completed run(s) already in $RUNS_DIR"
-  while ((${#running[@]} > 0)); do reap; done
-  trap - INT TERM HUP
-  if [[ -n $stop ]]; then
-    report "sweep stopped"
-    echo "[sweep] stopped by SIG$stop with ${#stopped[@]} run(s) cut short; the same command again resumes them" >&2
-    return $((128 + $(kill -l "$stop")))
-  fi
-  report "sweep over"
-  if ((${#failed[@]} > 0)); then
-    echo "[sweep] failed runs (logs in $RUNS_DIR/logs):" >&2
-    printf '  %s\n' "${failed[@]}" >&2
-    return 1
+  else
+    run_local
   fi
 }
 
-# The sweep's runs not yet completed as one SLURM job array, one run per task. A task takes line
-# SLURM_ARRAY_TASK_ID + 1 of a command list next to the runs, so a later launch, with other runs left, writes
-# its own list and leaves the one of an array still queued alone.
-submit_slurm_array() {
-  local todo=() resume=0 i
-  for i in "${!NAMES[@]}"; do
-    [[ -f $RUNS_DIR/${NAMES[$i]}/summary.json ]] && continue
-    todo+=("$i")
-    [[ ! -f $RUNS_DIR/${NAMES[$i]}/checkpoint.pt ]] || resume=$((resume + 1))
-  done
-  local skipped=$((${#NAMES[@]} - ${#todo[@]}))
-  if ((${#todo[@]} == 0)); then
-    echo "[sweep] all $skipped run(s) completed already in $RUNS_DIR: nothing to submit"
-    return 0
-  fi
-  local sweep base list script
-  sweep=$(basename "$0" .sh)
-  base=$RUNS_DIR/slurm/$sweep-$(date +%Y%m%d-%H%M%S)-$$
-  list=$base.commands
-  script=$base.sh
-  local array="0-$((${#todo[@]} - 1))"
-  [[ -z $JOBS ]] || array+="%$JOBS"
-  # --open-mode=append: a requeued task would otherwise truncate its output file
-  local sbatch=(sbatch --parsable --job-name="$sweep" --array="$array" --requeue --open-mode=append
-    --output="$base-%a.out" --signal="B:USR1@$REQUEUE_BEFORE" --cpus-per-task="$CPUS_PER_TASK")
-  [[ -z $PARTITION ]] || sbatch+=(--partition="$PARTITION")
-  [[ -z $TIME_LIMIT ]] || sbatch+=(--time="$TIME_LIMIT")
-  [[ -z $GPUS ]] || sbatch+=(--gpus="$GPUS")
-  [[ -z $MEM ]] || sbatch+=(--mem="$MEM")
-  sbatch+=("$script")
-  if [[ $DRY_RUN == 1 ]]; then
-    local command
-    command=$(printf '%q ' "${sbatch[@]}")
-    echo "${command% }"
-    echo "# $script"
-    array_script "$list"
-    echo "# $list"
-    for i in "${todo[@]}"; do echo "${NAMES[$i]} ${CMDS[$i]% }"; done
-    return 0
-  fi
-  mkdir -p "$RUNS_DIR/slurm" "$RUNS_DIR/logs"
-  for i in "${todo[@]}"; do echo "${NAMES[$i]} ${CMDS[$i]% }"; done >"$list"
-  array_script "$list" >"$script"
-  local out
-  if ! out=$("${sbatch[@]}"); then
-    rm -f "$list" "$script"
-    echo "error: sbatch failed; nothing was submitted" >&2
-    return 1
-  fi
-  local job=${out%%;*}
-  ((skipped == 0)) || echo "[sweep] skipped $skipped completed run(s) already in $RUNS_DIR"
-  echo "[sweep] submitted ${#todo[@]} run(s) as SLURM job array $job: $script"
-  ((resume == 0)) || echo "[sweep] $resume of them resume from their checkpoint"
-  echo "[sweep] follow it with: squeue -j $job; tail -f $RUNS_DIR/logs/NAME.log (task i runs line i+1 of $list)"
-  echo "[sweep] once the array has ended, the same command again submits what is left (failed or cancelled runs)"
-}
-
-# The batch script of every array task: runs its line of list $1 to the end, across requeues.
-array_script() {
-  cat <<'SCRIPT'
-#!/usr/bin/env bash
-# One run of a sweep per task of a SLURM job array: line SLURM_ARRAY_TASK_ID + 1 of COMMANDS, its name then its
-# command. Written by the sweep's --launcher slurm.
-set -euo pipefail
-SCRIPT
-  printf 'COMMANDS=%q\nRUNS_DIR=%q\n' "$1" "$RUNS_DIR"
-  cat <<'SCRIPT'
-line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$COMMANDS")
-if [[ -z $line ]]; then
-  echo "error: $COMMANDS has no line for array task $SLURM_ARRAY_TASK_ID" >&2
-  exit 1
-fi
-name=${line%% *}
-mkdir -p "$RUNS_DIR/logs"
-# appended to: a requeued task adds to what its earlier attempts wrote
-exec >>"$RUNS_DIR/logs/$name.log" 2>&1
-# The time from printf, not from a $(date) subshell: SLURM signals every process of the job, and would kill it.
-say() { printf '[slurm] %(%F %T)T %s\n' -1 "$*"; }
-say "job ${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID (id $SLURM_JOB_ID, restart ${SLURM_RESTART_COUNT:-0}) on $(hostname): $name"
-if [[ -f $RUNS_DIR/$name/summary.json ]]; then
-  say "already completed, nothing to do"
-  exit 0
-fi
-if [[ -f $RUNS_DIR/$name/checkpoint.pt ]]; then
-  say "resuming from its checkpoint"
-else
-  # cut short before its first checkpoint, or never started: start afresh
-  rm -rf "${RUNS_DIR:?}/$name"
-fi
-
-requeue=0
-# Near the time limit (sbatch --signal=B:USR1@...): stop the run now, while it has time to write its checkpoint,
-# and requeue the task once it has exited; the rerun gets a fresh time limit and resumes.
-on_usr1() {
-  requeue=1
-  say "time limit near: stopping the run, to requeue it"
-  [[ -z ${run:-} ]] || kill -TERM "$run" 2>/dev/null || true
-}
-# Preemption, scontrol requeue and scancel send TERM to every process of the job, the run included: the shell
-# must outlive the run, or the run is killed before its checkpoint is written.
-on_term() {
-  [[ -n ${run:-} ]] || exit 143
-  say "got SIGTERM: waiting for the run to write its checkpoint and exit"
-}
-trap on_usr1 USR1
-trap on_term TERM
-# In the background: a shell waits for a foreground child before it runs any trap.
-eval "exec ${line#* }" &
-run=$!
-while true; do
-  status=0
-  wait "$run" || status=$?
-  # a trap cuts the wait short while the run goes on
-  kill -0 "$run" 2>/dev/null || break
-done
-say "run exited with status $status"
-if ((requeue)) && [[ ! -f $RUNS_DIR/$name/summary.json ]]; then
-  # by task: the job id of the array's last task is the array's own, and would requeue every task
-  if scontrol requeue "${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID"; then
-    say "requeued"
-    exit 0
-  fi
-  say "requeue failed: launch the sweep again to resume this run"
-fi
-exit "$status"
-SCRIPT
-}
-
-check_int() {
-  [[ $2 =~ ^-?[0-9]+$ ]] || { echo "error: $1 takes integers, got '$2'" >&2; exit 2; }
-}
-
-check_positive_int() {
-  [[ $2 =~ ^[0-9]+$ ]] && (($2 > 0)) || { echo "error: $1 takes positive integers, got '$2'" >&2; exit 2; }
-}
+source "$HERE/sweep_local.sh"
+source "$HERE/sweep_slurm.sh"

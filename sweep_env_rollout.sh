@@ -9,10 +9,6 @@ SHAPES="1000x50 500x100 100x500 50x1000"
 MINIBATCH_SIZE=1000
 TOTAL_TIMESTEPS=5000000
 RUNS_DIR=runs/env_rollout
-JOBS=""
-DRY_RUN=0
-PYTHON=${PYTHON:-python}
-EXTRA=()
 
 usage() {
   cat <<USAGE
@@ -41,25 +37,23 @@ while (($#)); do
 done
 
 check_positive_int --minibatch-size "$MINIBATCH_SIZE"
+read -r -a LIST <<<"${SHAPES//,/ }"
+for shape in ${LIST[@]+"${LIST[@]}"}; do
+  [[ $shape =~ ^[1-9][0-9]{0,8}x[1-9][0-9]{0,8}$ ]] ||
+    error "--shapes takes N_envxN_rollout like 1000x50 (positive integers), got '$shape'"
+done
+split_list --shapes "$SHAPES" "N_envxN_rollout settings, like '1000x50 500x100'"
+SHAPE_LIST=("${LIST[@]}")
 check_common_options
+for shape in "${SHAPE_LIST[@]}"; do
+  check_setting "$MINIBATCH_SIZE" "${shape%x*}" "${shape#*x}" --minibatch-size \
+    "--minibatch-size $MINIBATCH_SIZE does not divide $shape = $((${shape%x*} * ${shape#*x}))"
+done
 
-NAMES=()
-CMDS=()
-for env in $(words "$ENVS"); do
-  for shape in $(words "$SHAPES"); do
-    if [[ ! $shape =~ ^([1-9][0-9]*)x([1-9][0-9]*)$ ]]; then
-      echo "error: --shapes takes N_envxN_rollout like 1000x50, got '$shape'" >&2
-      exit 2
-    fi
-    num_envs=${BASH_REMATCH[1]}
-    num_steps=${BASH_REMATCH[2]}
-    if ((num_envs * num_steps % MINIBATCH_SIZE != 0)); then
-      echo "error: --minibatch-size $MINIBATCH_SIZE does not divide $shape = $((num_envs * num_steps))" >&2
-      exit 2
-    fi
-    for seed in $(words "$SEEDS"); do
-      check_int --seeds "$seed"
-      add_training_run "$env" "$seed" "$num_envs" "$num_steps" "$MINIBATCH_SIZE"
+for env in "${ENV_LIST[@]}"; do
+  for shape in "${SHAPE_LIST[@]}"; do
+    for seed in "${SEED_LIST[@]}"; do
+      add_training_run "$env" "$seed" "${shape%x*}" "${shape#*x}" "$MINIBATCH_SIZE"
     done
   done
 done

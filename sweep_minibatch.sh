@@ -9,10 +9,6 @@ NUM_ENVS=500
 NUM_STEPS=100
 TOTAL_TIMESTEPS=5000000
 RUNS_DIR=runs/minibatch
-JOBS=""
-DRY_RUN=0
-PYTHON=${PYTHON:-python}
-EXTRA=()
 
 usage() {
   cat <<USAGE
@@ -42,19 +38,19 @@ done
 
 check_positive_int --num-envs "$NUM_ENVS"
 check_positive_int --num-steps "$NUM_STEPS"
+read -r -a LIST <<<"${SIZES//,/ }"
+for size in ${LIST[@]+"${LIST[@]}"}; do check_positive_int --sizes "$size"; done
+split_list --sizes "$SIZES" "minibatch sizes dividing N_env x N_rollout = $((NUM_ENVS * NUM_STEPS)), like '50 100'"
+SIZE_LIST=("${LIST[@]}")
 check_common_options
+for size in "${SIZE_LIST[@]}"; do
+  check_setting "$size" "$NUM_ENVS" "$NUM_STEPS" --sizes \
+    "--sizes: $size does not divide N_env x N_rollout = $((NUM_ENVS * NUM_STEPS))"
+done
 
-NAMES=()
-CMDS=()
-for env in $(words "$ENVS"); do
-  for size in $(words "$SIZES"); do
-    check_positive_int --sizes "$size"
-    if ((NUM_ENVS * NUM_STEPS % size != 0)); then
-      echo "error: --sizes: $size does not divide N_env x N_rollout = $((NUM_ENVS * NUM_STEPS))" >&2
-      exit 2
-    fi
-    for seed in $(words "$SEEDS"); do
-      check_int --seeds "$seed"
+for env in "${ENV_LIST[@]}"; do
+  for size in "${SIZE_LIST[@]}"; do
+    for seed in "${SEED_LIST[@]}"; do
       add_training_run "$env" "$seed" "$NUM_ENVS" "$NUM_STEPS" "$size"
     done
   done

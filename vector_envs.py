@@ -11,6 +11,8 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
+from grouped_wrappers import GroupedCleanRLWrappers
+
 
 def quiet_mujoco():
     """MuJoCo 4.0 warns that HalfCheetah/Humanoid's XML uses `settotalmass`, once per env built, on the console
@@ -63,8 +65,15 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
         self.x_position = np.zeros(num_envs)
 
     def reset(self, *, seed=None, options=None):
+        """`seed`: None (each env keeps its RNG), an int (env i takes seed + i) or one seed or None per env, as
+        SyncVectorEnv takes them."""
         if seed is not None:
-            self.rngs = [gym.utils.seeding.np_random(seed + i)[0] for i in range(self.num_envs)]
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"{len(seeds)} seeds for {self.num_envs} envs")
+            for i, env_seed in enumerate(seeds):
+                if env_seed is not None:
+                    self.rngs[i] = gym.utils.seeding.np_random(env_seed)[0]
         self._reset_envs(np.arange(self.num_envs))
         self.needs_reset[:] = False
         return self._obs(), {}
@@ -169,49 +178,61 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
 
 
 def make_envs(env_id, num_envs, gamma, norm_stats="shared", capture_video=False, run_dir="", backend="gymnasium",
-              env_threads=1, device="cpu"):
-    """N envs stepped in one process, next-step autoreset, with CleanRL's wrappers: episode statistics on the raw
-    rewards, action clipping, observation and reward normalisation, both clipped to [-10, 10]. The warp backend
-    lives on `device` and brings its own wrappers, in torch."""
+              env_threads=1, device="cpu", num_members=1):
+    """num_members x num_envs envs stepped in one process, next-step autoreset, with CleanRL's wrappers: episode
+    statistics on the raw rewards, action clipping, observation and reward normalisation, both clipped to [-10, 10].
+    Member m of a population owns envs [m * num_envs, (m + 1) * num_envs) and normalises with statistics of its own:
+    one set for its envs ("shared") or one per env ("per-env"). The gymnasium backend keeps Gymnasium's own wrappers
+    where they do that (single-env ones per env, vector ones for one member's shared statistics: the reference);
+    elsewhere GroupedCleanRLWrappers does it, equal to them bit for bit. The warp backend lives on `device` and brings
+    its own wrappers, in torch."""
+    total = num_members * num_envs
     if backend == "warp":
         from warp_envs import CleanRLWrappers, WarpVectorEnv  # imports MuJoCo Warp only when asked for
-        return CleanRLWrappers(WarpVectorEnv(env_id, num_envs, device), gamma)
-
-    def make_one(idx):
-        def thunk():
-            if capture_video and idx == 0:
-                env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), os.path.join(run_dir, "videos"))
-            else:
-                env = gym.make(env_id)
-            if norm_stats == "per-env":
-                env = gym.wrappers.FlattenObservation(env)
-                env = gym.wrappers.RecordEpisodeStatistics(env)
-                env = gym.wrappers.ClipAction(env)
-                env = gym.wrappers.NormalizeObservation(env)
-                env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
-                env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-                env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
-            return env
-        return thunk
-
-    if backend == "mujoco-batch":
-        envs = MujocoBatchEnv(env_id, num_envs, env_threads)
+        envs = CleanRLWrappers(WarpVectorEnv(env_id, total, device, num_members=num_members), gamma, norm_stats, num_members)
+    elif backend == "mujoco-batch":
+        envs = GroupedCleanRLWrappers(MujocoBatchEnv(env_id, total, env_threads), gamma, norm_stats, num_members)
     else:
-        envs = gym.vector.SyncVectorEnv([make_one(i) for i in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-    if norm_stats == "shared":
-        # Gymnasium's vector ClipAction, ClipReward and FlattenObservation run once per env in Python; at hundreds of
-        # envs that costs as much as the physics, so clip the whole batch at once (same values), and flatten only
-        # observations that are not flat already.
-        if len(envs.single_observation_space.shape) != 1:
-            envs = gym.wrappers.vector.FlattenObservation(envs)
-        envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
-        low, high = envs.single_action_space.low, envs.single_action_space.high
-        envs = gym.wrappers.vector.TransformAction(envs, lambda actions: np.clip(actions, low, high))
-        envs = gym.wrappers.vector.NormalizeObservation(envs)
-        envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10))
-        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
-        envs = gym.wrappers.vector.TransformReward(envs, lambda rewards: np.clip(rewards, -10, 10))
+        def make_one(idx):
+            def thunk():
+                if capture_video and idx == 0:
+                    env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), os.path.join(run_dir, "videos"))
+                else:
+                    env = gym.make(env_id)
+                if norm_stats == "per-env":
+                    env = gym.wrappers.FlattenObservation(env)
+                    env = gym.wrappers.RecordEpisodeStatistics(env)
+                    env = gym.wrappers.ClipAction(env)
+                    env = gym.wrappers.NormalizeObservation(env)
+                    env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+                    env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+                    env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+                return env
+            return thunk
+
+        envs = gym.vector.SyncVectorEnv([make_one(i) for i in range(total)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        if norm_stats == "shared":
+            # Flatten only observations that are not flat already: Gymnasium's vector FlattenObservation runs once
+            # per env in Python.
+            if len(envs.single_observation_space.shape) != 1:
+                envs = gym.wrappers.vector.FlattenObservation(envs)
+            envs = vector_wrappers(envs, gamma) if num_members == 1 else GroupedCleanRLWrappers(envs, gamma, "shared", num_members)
+    if num_members > 1:  # for member_envs; a single run's stack holds Gymnasium's attributes only, as before
+        envs.num_members = num_members
     return envs
+
+
+def vector_wrappers(envs, gamma):
+    """Gymnasium's vector wrappers, statistics shared by all envs. Its vector ClipAction and ClipReward run once per
+    env in Python; at hundreds of envs that costs as much as the physics, so the whole batch is clipped at once
+    (same values)."""
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    envs = gym.wrappers.vector.TransformAction(envs, lambda actions: np.clip(actions, low, high))
+    envs = gym.wrappers.vector.NormalizeObservation(envs)
+    envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10))
+    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
+    return gym.wrappers.vector.TransformReward(envs, lambda rewards: np.clip(rewards, -10, 10))
 
 
 def wrapper_chain(env):
@@ -221,8 +242,24 @@ def wrapper_chain(env):
         env = getattr(env, "env", None)
 
 
+def grouped(envs):
+    """The stack's GroupedCleanRLWrappers, or None where Gymnasium's own wrappers normalise."""
+    return next((w for w in wrapper_chain(envs) if isinstance(w, GroupedCleanRLWrappers)), None)
+
+
+def member_envs(envs, member):
+    """The envs of population member `member` (all with None), as a slice."""
+    if member is None:
+        return slice(None)
+    num_members = getattr(envs, "num_members", 1)
+    if not 0 <= member < num_members:
+        raise ValueError(f"member {member} of {num_members}")
+    n = envs.num_envs // num_members
+    return slice(member * n, (member + 1) * n)
+
+
 def normalizers(envs):
-    """The (observation, reward) normalisation wrappers: one pair shared by all envs, or one pair per env."""
+    """Gymnasium's (observation, reward) normalisation wrappers: one pair shared by all envs, or one pair per env."""
     holders = [envs] if any(hasattr(w, "obs_rms") for w in wrapper_chain(envs)) else envs.unwrapped.envs
     pairs = []
     for holder in holders:
@@ -231,10 +268,14 @@ def normalizers(envs):
     return pairs
 
 
-def get_norm_stats(envs):
+def get_norm_stats(envs, member=None):
+    """The statistics, a row per set (one per env, or one shared), of all members or of `member`: then the rows a
+    single run of that member's envs saves."""
     if getattr(envs, "on_device", False):  # --env-backend warp keeps its statistics in tensors
-        return envs.norm_stats()
-    pairs = normalizers(envs)
+        return envs.norm_stats(member)
+    if grouped(envs) is not None:
+        return grouped(envs).norm_stats(member)
+    pairs = normalizers(envs)[member_envs(envs, member)]
     stats = {}
     for key, rms in (("obs", lambda p: p[0].obs_rms), ("ret", lambda p: p[1].return_rms)):
         for field in ("mean", "var", "count"):
@@ -242,9 +283,14 @@ def get_norm_stats(envs):
     return stats
 
 
-def set_norm_stats(envs, stats, frozen):
-    """Loads saved statistics (env i takes row i, or row 0 when fewer were saved) and optionally freezes them."""
-    for i, (obs_norm, ret_norm) in enumerate(normalizers(envs)):
+def set_norm_stats(envs, stats, frozen, member=None):
+    """Loads saved statistics into all sets, or into `member`'s (set i takes row i, or row 0 when fewer were saved),
+    and optionally freezes them."""
+    if getattr(envs, "on_device", False):
+        return envs.set_norm_stats(stats, frozen, member)
+    if grouped(envs) is not None:
+        return grouped(envs).set_norm_stats(stats, frozen, member)
+    for i, (obs_norm, ret_norm) in enumerate(normalizers(envs)[member_envs(envs, member)]):
         row = i if i < len(stats["obs_mean"]) else 0
         for key, rms in (("obs", obs_norm.obs_rms), ("ret", ret_norm.return_rms)):
             rms.mean, rms.var, rms.count = (np.array(stats[f"{key}_{f}"][row]) for f in ("mean", "var", "count"))
@@ -257,27 +303,44 @@ WRAPPER_STATE_TYPES = (np.ndarray, np.generic, int, float, bool, collections.deq
                        gym.wrappers.utils.RunningMeanStd)
 
 
-def env_state(envs):
-    """Everything the envs' next steps depend on. Gymnasium's MuJoCo envs pickle only their constructor arguments,
-    so the simulation state (mj_getState's integration state: qpos, qvel, warm start, ...), each env's RNG and the
-    wrappers' bookkeeping are taken out one by one; other envs are copied attribute by attribute."""
+def layers(env):
+    return [w for w in wrapper_chain(env) if isinstance(w, (gym.Wrapper, gym.vector.VectorWrapper))]
+
+
+def wrapper_states(env, member=None):
+    return [w.state(member) if isinstance(w, GroupedCleanRLWrappers) else
+            {k: copy.deepcopy(v) for k, v in vars(w).items() if isinstance(v, WRAPPER_STATE_TYPES)} for w in layers(env)]
+
+
+def set_wrapper_states(env, saved, member=None):
+    for w, attributes in zip(layers(env), saved, strict=True):
+        if isinstance(w, GroupedCleanRLWrappers):
+            w.set_state(attributes, member)
+        else:
+            for k, v in attributes.items():
+                setattr(w, k, copy.deepcopy(v))
+
+
+def env_state(envs, member=None):
+    """Everything the envs' next steps depend on: of all envs, or of population member `member`'s, in the layout a
+    single run of that member's envs saves. Gymnasium's MuJoCo envs pickle only their constructor arguments, so the
+    simulation state (mj_getState's integration state: qpos, qvel, warm start, ...), each env's RNG and the wrappers'
+    bookkeeping are taken out one by one; other envs are copied attribute by attribute."""
     if getattr(envs, "on_device", False):  # --env-backend warp: tensors on the device
-        return envs.state()
-
-    def wrappers(env):
-        return [{k: copy.deepcopy(v) for k, v in vars(w).items() if isinstance(v, WRAPPER_STATE_TYPES)}
-                for w in wrapper_chain(env) if isinstance(w, (gym.Wrapper, gym.vector.VectorWrapper))]
-
-    base = envs.unwrapped
-    state = dict(wrappers=wrappers(envs))
+        return envs.state(member)
+    base, ids = envs.unwrapped, member_envs(envs, member)
+    state = dict(wrappers=wrapper_states(envs, member))
+    if member is not None and gymnasium_population(envs):
+        state["wrappers"] = as_vector_wrappers(envs, state["wrappers"])
     if isinstance(base, MujocoBatchEnv):
-        state.update(sims=base.batch.state.copy(), rngs=[rng.bit_generator.state for rng in base.rngs],
-                     elapsed_steps=base.elapsed_steps.copy(), needs_reset=base.needs_reset.copy(),
-                     x_position=base.x_position.copy(), cfrc_ext=base.cfrc_ext.copy() if base.contact_forces else None)
+        state.update(sims=base.batch.state[ids].copy(), rngs=[rng.bit_generator.state for rng in base.rngs[ids]],
+                     elapsed_steps=base.elapsed_steps[ids].copy(), needs_reset=base.needs_reset[ids].copy(),
+                     x_position=base.x_position[ids].copy(),
+                     cfrc_ext=base.cfrc_ext[ids].copy() if base.contact_forces else None)
         return state
-    state["autoreset_envs"] = base._autoreset_envs.copy()
+    state["autoreset_envs"] = base._autoreset_envs[ids].copy()
     state["envs"] = []
-    for env in base.envs:
+    for env in base.envs[ids]:
         sim = env.unwrapped
         if isinstance(sim, MujocoEnv):
             physics = np.empty(mujoco.mj_stateSize(sim.model, mujoco.mjtState.mjSTATE_INTEGRATION))
@@ -288,35 +351,34 @@ def env_state(envs):
                        rng=sim.np_random.bit_generator.state)
         else:
             own = dict(attributes=copy.deepcopy(vars(sim)))
-        state["envs"].append(dict(wrappers=wrappers(env), **own))
+        state["envs"].append(dict(wrappers=wrapper_states(env), **own))
     return state
 
 
-def set_env_state(envs, state):
-    """Puts back what env_state took out, into envs built and reset as the saved ones were."""
+def set_env_state(envs, state, member=None):
+    """Puts back what env_state took out (of all envs, or of `member`'s), into envs built and reset as the saved
+    ones were."""
     if getattr(envs, "on_device", False):
-        return envs.set_state(state)
-
-    def set_wrappers(env, saved):
-        layers = [w for w in wrapper_chain(env) if isinstance(w, (gym.Wrapper, gym.vector.VectorWrapper))]
-        for w, attributes in zip(layers, saved, strict=True):
-            for k, v in attributes.items():
-                setattr(w, k, copy.deepcopy(v))
-
-    base = envs.unwrapped
-    set_wrappers(envs, state["wrappers"])
+        return envs.set_state(state, member)
+    base, ids = envs.unwrapped, member_envs(envs, member)
+    wrappers = state["wrappers"]
+    if grouped(envs) is not None and "obs_mean" not in wrappers[0]:
+        # Gymnasium's vector wrappers saved these: a single run's, into a gymnasium population's member, or a
+        # mujoco-batch run's from before GroupedCleanRLWrappers
+        wrappers = from_vector_wrappers(wrappers)
+    set_wrapper_states(envs, wrappers, member)
     if isinstance(base, MujocoBatchEnv):
-        base.batch.state[:] = state["sims"]
-        for rng, saved in zip(base.rngs, state["rngs"], strict=True):
+        base.batch.state[ids] = state["sims"]
+        for rng, saved in zip(base.rngs[ids], state["rngs"], strict=True):
             rng.bit_generator.state = saved
-        base.elapsed_steps[:], base.needs_reset[:] = state["elapsed_steps"], state["needs_reset"]
-        base.x_position[:] = state["x_position"]
+        base.elapsed_steps[ids], base.needs_reset[ids] = state["elapsed_steps"], state["needs_reset"]
+        base.x_position[ids] = state["x_position"]
         if base.contact_forces:
-            base.cfrc_ext[:] = state["cfrc_ext"]
+            base.cfrc_ext[ids] = state["cfrc_ext"]
         return
-    base._autoreset_envs[:] = state["autoreset_envs"]
-    for env, saved in zip(base.envs, state["envs"], strict=True):
-        set_wrappers(env, saved["wrappers"])
+    base._autoreset_envs[ids] = state["autoreset_envs"]
+    for env, saved in zip(base.envs[ids], state["envs"], strict=True):
+        set_wrapper_states(env, saved["wrappers"])
         sim = env.unwrapped
         if "physics" in saved:
             mujoco.mj_setState(sim.model, sim.data, saved["physics"], mujoco.mjtState.mjSTATE_INTEGRATION)
@@ -324,3 +386,43 @@ def set_env_state(envs, state):
             sim.np_random.bit_generator.state = saved["rng"]
         else:
             vars(sim).update(copy.deepcopy(saved["attributes"]))
+
+
+def gymnasium_population(envs):
+    """Whether `envs` are several members' on the gymnasium backend with shared statistics: there a single member's
+    run has Gymnasium's vector wrappers (vector_wrappers), the population GroupedCleanRLWrappers."""
+    return isinstance(envs.unwrapped, gym.vector.SyncVectorEnv) and grouped(envs) is not None
+
+
+def as_vector_wrappers(envs, states):
+    """A gymnasium population member's wrapper state (GroupedCleanRLWrappers', then any inner layers') in the layout
+    Gymnasium's vector wrappers save, outermost first. RecordEpisodeStatistics' episode count and queues of recent
+    episodes, which no output depends on, come back empty."""
+    g, (s, *inner) = grouped(envs), states
+    update = not s["frozen"][0]
+    obs_rms, return_rms = gym.wrappers.utils.RunningMeanStd(), gym.wrappers.utils.RunningMeanStd()
+    obs_rms.mean, obs_rms.var, obs_rms.count = s["obs_mean"][0].copy(), s["obs_var"][0].copy(), float(s["obs_count"][0])
+    return_rms.mean, return_rms.var, return_rms.count = (np.array(s["ret_mean"][0]), np.array(s["ret_var"][0]),
+                                                         float(s["ret_count"][0]))
+    normalize_reward = dict(return_rms=return_rms, accumulated_reward=s["accumulated_reward"], gamma=g.gamma,
+                            epsilon=g.epsilon, _update_running_mean=update,
+                            _prev_dones=s["prev_dones"].astype(np.float32))
+    normalize_observation = dict(obs_rms=obs_rms, epsilon=g.epsilon, _update_running_mean=update)
+    episode_statistics = dict(episode_count=0, episode_start_times=s["episode_start_times"],
+                              episode_returns=s["episode_returns"], episode_lengths=s["episode_lengths"],
+                              prev_dones=s["prev_dones"], time_queue=collections.deque(maxlen=100),
+                              return_queue=collections.deque(maxlen=100), length_queue=collections.deque(maxlen=100))
+    return [{}, normalize_reward, {}, normalize_observation, {}, episode_statistics, *inner]
+
+
+def from_vector_wrappers(states):
+    """as_vector_wrappers' inverse."""
+    _, normalize_reward, _, normalize_observation, _, episode_statistics, *inner = states
+    obs_rms, return_rms = normalize_observation["obs_rms"], normalize_reward["return_rms"]
+    s = dict(obs_mean=obs_rms.mean[None], obs_var=obs_rms.var[None], obs_count=np.array([obs_rms.count], dtype=np.float64),
+             ret_mean=np.reshape(return_rms.mean, 1), ret_var=np.reshape(return_rms.var, 1),
+             ret_count=np.array([return_rms.count], dtype=np.float64),
+             frozen=np.array([not normalize_observation["_update_running_mean"]]),
+             accumulated_reward=normalize_reward["accumulated_reward"],
+             **{k: episode_statistics[k] for k in ("episode_start_times", "episode_returns", "episode_lengths", "prev_dones")})
+    return [s, *inner]

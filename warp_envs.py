@@ -20,6 +20,8 @@ import mujoco
 import numpy as np
 import torch
 
+from grouped_wrappers import member_slices
+
 WARP_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Humanoid-v5")
 WARP_REFUSED = {
     "Ant-v5": "MuJoCo Warp 4.0.0 orients plane-capsule contact frames unlike MuJoCo for capsules steeper than "
@@ -101,12 +103,12 @@ def contact_cost_humanoid(v):  # the cost, not the forces, is clipped (contact_c
     return (5e-7 * v.cfrc_ext.square().sum((1, 2))).clamp(max=10.0)
 
 
-def uniform_noise(v, shape, scale):
-    return (torch.rand(shape, generator=v.rng, device=v.device, dtype=torch.float64) * 2.0 - 1.0) * scale
+def uniform_noise(rng, shape, scale):
+    return (torch.rand(shape, generator=rng, device=rng.device, dtype=torch.float64) * 2.0 - 1.0) * scale
 
 
-def normal_noise(v, shape, scale):
-    return torch.randn(shape, generator=v.rng, device=v.device, dtype=torch.float64) * scale
+def normal_noise(rng, shape, scale):
+    return torch.randn(shape, generator=rng, device=rng.device, dtype=torch.float64) * scale
 
 
 @dataclass(frozen=True)
@@ -154,11 +156,16 @@ class WarpVectorEnv:
     """`num_envs` worlds of one Gymnasium v5 MuJoCo env in one mujoco_warp.Data, as SyncVectorEnv of TimeLimit(1000)
     envs with next-step autoreset: the step after an episode's end returns the reset observation, reward 0 and no
     termination or truncation, and ignores that world's action. step() takes and returns torch tensors on `device`.
-    The physics runs as Warp graphs recorded on first use (`graphs=False`: kernel by kernel, for tests)."""
+    The physics runs as Warp graphs recorded on first use (`graphs=False`: kernel by kernel, for tests).
+    `num_members` members of a population own num_envs / num_members contiguous worlds each, whose reset noise comes
+    from a generator of the member's own, drawn as a single run of its worlds draws it."""
 
-    def __init__(self, env_id, num_envs, device="cpu", max_episode_steps=1000, graphs=True):
+    def __init__(self, env_id, num_envs, device="cpu", max_episode_steps=1000, graphs=True, num_members=1):
         wp, mjw = self.wp, self.mjw = import_warp()
         self.spec, self.num_envs, self.max_episode_steps = SPECS[env_id], num_envs, max_episode_steps
+        if num_envs % num_members:
+            raise ValueError(f"{num_envs} envs do not split into {num_members} members")
+        self.num_members = num_members
         model = mujoco.MjModel.from_xml_path(
             os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", self.spec.xml_file))
         if env_id in WARP_REFUSED:  # kept for the test that watches whether MuJoCo Warp still differs
@@ -188,7 +195,7 @@ class WarpVectorEnv:
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float64)
         low, high = model.actuator_ctrlrange.T.astype(np.float32)
         self.single_action_space = gym.spaces.Box(low, high, dtype=np.float32)
-        self.rng = torch.Generator(device=self.device)
+        self.rngs = [torch.Generator(device=self.device) for _ in range(num_members)]
         self.needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self.elapsed_steps = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.x_position = torch.zeros(num_envs, device=self.device)  # after the last step or reset
@@ -232,9 +239,10 @@ class WarpVectorEnv:
     def reset_state(self):
         """Every world's init + noise state (qpos, qvel), drawn as MujocoEnv.reset_model draws them (tests replace
         it)."""
-        s = self.spec
-        return (self.init_qpos + uniform_noise(self, self.qpos.shape, s.reset_noise_scale),
-                s.qvel_noise(self, self.qvel.shape, s.reset_noise_scale))
+        s, n = self.spec, self.num_envs // self.num_members
+        noise = [(uniform_noise(rng, (n,) + self.qpos.shape[1:], s.reset_noise_scale),
+                  s.qvel_noise(rng, (n,) + self.qvel.shape[1:], s.reset_noise_scale)) for rng in self.rngs]
+        return self.init_qpos + torch.cat([qpos for qpos, _ in noise]), torch.cat([qvel for _, qvel in noise])
 
     def _reset_worlds(self, mask):
         """MujocoEnv.reset for the worlds in `mask`: mj_resetData (of what these models carry between steps: qpos,
@@ -256,8 +264,15 @@ class WarpVectorEnv:
         return s.obs(self)
 
     def reset(self, seed=None):
+        """`seed`: None, an int (env i's seed is seed + i) or a seed per env, as SyncVectorEnv takes them; each
+        member's generator takes its first env's seed, as a single run of its envs seeded with that int would."""
         if seed is not None:
-            self.rng.manual_seed(seed)
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"{len(seeds)} seeds for {self.num_envs} envs")
+            for rng, first in zip(self.rngs, seeds[::self.num_envs // self.num_members]):
+                if first is not None:
+                    rng.manual_seed(first)
         obs = self._reset_worlds(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         self.needs_reset.zero_()
         return obs, {}
@@ -304,53 +319,77 @@ class WarpVectorEnv:
 
     # What the next steps depend on: MuJoCo's integration state (these models have no activations or mocap bodies),
     # the cfrc_ext a reset zeroes, the position the next forward velocity starts from, the time limit and autoreset
-    # bookkeeping; and the noise RNG.
+    # bookkeeping; and the noise RNG. All of a member's is what a single run of its worlds holds.
     STATE = ("qpos", "qvel", "ctrl", "qacc_warmstart", "time", "cfrc_ext", "x_position", "elapsed_steps", "needs_reset")
 
-    def state(self):
-        return {name: getattr(self, name).clone() for name in self.STATE} | dict(rng=self.rng.get_state())
+    def _member(self, member):
+        """The worlds (a slice) and the noise generators of `member`, all with None."""
+        if member is None:
+            return slice(None), self.rngs
+        if not 0 <= member < self.num_members:
+            raise ValueError(f"member {member} of {self.num_members}")
+        n = self.num_envs // self.num_members
+        return slice(member * n, (member + 1) * n), self.rngs[member:member + 1]
 
-    def set_state(self, state):
+    def state(self, member=None):
+        worlds, rngs = self._member(member)
+        state = {name: getattr(self, name)[worlds].clone() for name in self.STATE}
+        return state | (dict(rng=rngs[0].get_state()) if len(rngs) == 1 else dict(rngs=[g.get_state() for g in rngs]))
+
+    def set_state(self, state, member=None):
+        worlds, rngs = self._member(member)
         for name in self.STATE:
-            getattr(self, name).copy_(state[name])
-        self.rng.set_state(state["rng"])
+            getattr(self, name)[worlds].copy_(state[name])  # in place: these are views of MuJoCo Warp's arrays
+        for rng, saved in zip(rngs, [state["rng"]] if "rng" in state else state["rngs"], strict=True):
+            rng.set_state(saved)
 
     def close(self):
         pass  # Warp frees its arrays with the env
 
 
-def running_mean_var_update(rms, x, mask=None):
-    """Gymnasium's RunningMeanStd.update (the parallel-variance merge) of the float64 statistics in `rms` with the
-    rows of `x` (those in `mask`); no update when no row is selected, decided on the device."""
-    x = x.double()
+def running_mean_var_update(rms, x, group_size, frozen, mask=None):
+    """Gymnasium's RunningMeanStd.update (the parallel-variance merge) of the float64 statistics in `rms` ([G, ...],
+    count [G]), group g with rows [g * group_size, (g + 1) * group_size) of `x` (those in `mask`); no update of a
+    group with no row selected or `frozen`, decided on the device."""
+    x = x.double().reshape(-1, group_size, *x.shape[1:])
     if mask is None:
-        n = x.shape[0]  # a Python number: a tensor made from it would cost a host-to-device copy every step
-        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+        n = group_size  # a Python number: a tensor made from it would cost a host-to-device copy every step
+        batch_mean, batch_var = x.mean(1), x.var(1, unbiased=False)
     else:
-        w = mask.double().reshape(-1, *[1] * (x.dim() - 1))
-        n = w.sum()
-        batch_mean = (w * x).sum(0) / n.clamp(min=1)
-        batch_var = (w * (x - batch_mean).square()).sum(0) / n.clamp(min=1)
+        w = mask.double().reshape(-1, group_size, *[1] * (x.dim() - 2))
+        n = w.sum(1)
+        batch_mean = (w * x).sum(1) / n.clamp(min=1)
+        batch_var = (w * (x - batch_mean.unsqueeze(1)).square()).sum(1) / n.clamp(min=1)
+    count = rms["count"].reshape(-1, *[1] * (rms["mean"].dim() - 1))
     delta = batch_mean - rms["mean"]
-    total = rms["count"] + n
+    total = count + n
     merged = dict(mean=rms["mean"] + delta * n / total,
-                  var=(rms["var"] * rms["count"] + batch_var * n + delta.square() * rms["count"] * n / total) / total,
-                  count=total)
+                  var=(rms["var"] * count + batch_var * n + delta.square() * count * n / total) / total,
+                  count=total.reshape(-1))
+    keep = frozen if mask is None else (n == 0).reshape(-1) | frozen
     for key, value in merged.items():
-        rms[key] = value if mask is None else torch.where(n == 0, rms[key], value)
+        rms[key] = torch.where(keep.reshape(-1, *[1] * (value.dim() - 1)), rms[key], value)
 
 
 class CleanRLWrappers:
-    """CleanRL's wrapper chain over a tensor vector env, in torch and with the semantics of Gymnasium's vector
-    wrappers under next-step autoreset: RecordEpisodeStatistics (raw rewards; the reset step is no part of an
-    episode), ClipAction, NormalizeObservation (updated on reset and step observations), observation clip to
-    [-10, 10], NormalizeReward (discounted return tracked in float32 as Gymnasium does, its variance over the
-    envs not resetting), reward clip to [-10, 10]. Statistics are float64 on the env's device."""
+    """CleanRL's wrapper chain over a tensor vector env, in torch, with the normalisation statistics per group of
+    envs as grouped_wrappers.GroupedCleanRLWrappers keeps them (one group per member's envs with norm_stats "shared",
+    one per env with "per-env"; member m owns envs [m * n, (m + 1) * n)), and the semantics of Gymnasium's wrappers
+    under next-step autoreset: RecordEpisodeStatistics (raw rewards; the reset step is no part of an episode),
+    ClipAction, NormalizeObservation (updated on reset and step observations), observation clip to [-10, 10],
+    NormalizeReward (its discounted return over the envs not resetting: float32 and zeroed by reset as the vector
+    wrapper's, or per env float64 and kept over a reset as the single-env wrapper's), reward clip to [-10, 10].
+    Statistics are float64 on the env's device."""
 
     on_device = True  # takes and returns tensors on `device`: collect_rollout skips the host round trip
 
-    def __init__(self, env, gamma, epsilon=1e-8):
+    def __init__(self, env, gamma, norm_stats="shared", num_members=1, epsilon=1e-8):
         self.env, self.gamma, self.epsilon, self.num_envs, self.device = env, gamma, epsilon, env.num_envs, env.device
+        if self.num_envs % num_members:
+            raise ValueError(f"{self.num_envs} envs do not split into {num_members} members")
+        self.per_env, self.num_members = norm_stats == "per-env", num_members
+        self.group_size = 1 if self.per_env else self.num_envs // num_members
+        self.num_groups = self.num_envs // self.group_size
         device = self.device
         self.single_action_space = env.single_action_space
         obs_dim = env.single_observation_space.shape[0]
@@ -362,24 +401,28 @@ class CleanRLWrappers:
             return torch.zeros(env.num_envs, dtype=dtype, device=device)
 
         def rms(shape):
-            return dict(mean=torch.zeros(shape, dtype=torch.float64, device=device),
-                        var=torch.ones(shape, dtype=torch.float64, device=device),
-                        count=torch.tensor(1e-4, dtype=torch.float64, device=device))
+            return dict(mean=torch.zeros((self.num_groups,) + shape, dtype=torch.float64, device=device),
+                        var=torch.ones((self.num_groups,) + shape, dtype=torch.float64, device=device),
+                        count=torch.full((self.num_groups,), 1e-4, dtype=torch.float64, device=device))
 
         self.obs_rms, self.return_rms = rms((obs_dim,)), rms(())
+        self.frozen = torch.zeros(self.num_groups, dtype=torch.bool, device=device)
+        self.group = torch.arange(self.num_envs, device=device) // self.group_size
         self.episode_returns, self.episode_lengths = zeros(), zeros(torch.int64)
-        self.accumulated_reward = zeros(torch.float32)
+        self.accumulated_reward = zeros(torch.float64 if self.per_env else torch.float32)
         self.prev_dones = zeros(torch.bool)
 
     def _normalize_obs(self, obs):
-        running_mean_var_update(self.obs_rms, obs)
-        normalized = (obs.double() - self.obs_rms["mean"]) / torch.sqrt(self.obs_rms["var"] + self.epsilon)
-        return normalized.float().clamp(-10.0, 10.0)
+        running_mean_var_update(self.obs_rms, obs, self.group_size, self.frozen)
+        mean, var = self.obs_rms["mean"][self.group], self.obs_rms["var"][self.group]
+        return ((obs.double() - mean) / torch.sqrt(var + self.epsilon)).float().clamp(-10.0, 10.0)
 
     def reset(self, seed=None):
         obs, info = self.env.reset(seed=seed)
-        for bookkeeping in (self.episode_returns, self.episode_lengths, self.accumulated_reward, self.prev_dones):
+        for bookkeeping in (self.episode_returns, self.episode_lengths, self.prev_dones):
             bookkeeping.zero_()
+        if not self.per_env:  # the single-env NormalizeReward has no reset
+            self.accumulated_reward.zero_()
         return self._normalize_obs(obs), info
 
     def step(self, action):
@@ -392,31 +435,51 @@ class CleanRLWrappers:
         info = dict(info, episode_return=self.episode_returns.clone(), episode_length=self.episode_lengths.clone(),
                     episode_done=dones)
         discounted = self.accumulated_reward * self.gamma * (~terminated).double() + reward
-        self.accumulated_reward = torch.where(active, discounted.float(), self.accumulated_reward)
-        running_mean_var_update(self.return_rms, self.accumulated_reward, active)
+        self.accumulated_reward = torch.where(active, discounted.to(self.accumulated_reward.dtype), self.accumulated_reward)
+        running_mean_var_update(self.return_rms, self.accumulated_reward, self.group_size, self.frozen, active)
         self.prev_dones = dones
-        reward = (reward / torch.sqrt(self.return_rms["var"] + self.epsilon)).clamp(-10.0, 10.0)
+        reward = (reward / torch.sqrt(self.return_rms["var"][self.group] + self.epsilon)).clamp(-10.0, 10.0)
         return self._normalize_obs(obs), reward.float(), terminated, truncated, info
 
-    def norm_stats(self):
-        """In get_norm_stats' layout: one row, numpy float64."""
-        return {f"{key}_{field}": rms[field].cpu().numpy()[None] for key, rms in
+    def _member(self, member):
+        return member_slices(member, self.num_members, self.num_envs, self.num_groups)
+
+    def norm_stats(self, member=None):
+        """In get_norm_stats' layout: a row per group (of `member`), numpy float64."""
+        groups = self._member(member)[1]
+        return {f"{key}_{field}": rms[field][groups].cpu().numpy() for key, rms in
                 (("obs", self.obs_rms), ("ret", self.return_rms)) for field in ("mean", "var", "count")}
 
-    def state(self):
-        wrappers = {name: getattr(self, name).clone() for name in
-                    ("episode_returns", "episode_lengths", "accumulated_reward", "prev_dones")}
-        return dict(device=self.env.device.type, env=self.env.state(), wrappers=wrappers,
-                    obs_rms={k: v.clone() for k, v in self.obs_rms.items()},
-                    return_rms={k: v.clone() for k, v in self.return_rms.items()})
+    def set_norm_stats(self, stats, frozen, member=None):
+        """Group i (of `member`) takes row i of `stats`, or row 0 when fewer rows were saved."""
+        groups = torch.arange(self.num_groups)[self._member(member)[1]]
+        rows = torch.arange(len(groups))
+        rows = torch.where(rows < len(stats["obs_mean"]), rows, 0)
+        for key, rms in (("obs", self.obs_rms), ("ret", self.return_rms)):
+            for field in ("mean", "var", "count"):
+                saved = torch.as_tensor(stats[f"{key}_{field}"], dtype=torch.float64)[rows]
+                rms[field][groups.to(self.device)] = saved.to(self.device)
+        self.frozen[groups.to(self.device)] = frozen
 
-    def set_state(self, state):
-        self.env.set_state(state["env"])
+    WRAPPER_STATE = ("episode_returns", "episode_lengths", "accumulated_reward", "prev_dones")
+
+    def state(self, member=None):
+        """All members', or `member`'s: then what a single run of its envs holds."""
+        envs, groups = self._member(member)
+        wrappers = {name: getattr(self, name)[envs].clone() for name in self.WRAPPER_STATE}
+        wrappers["frozen"] = self.frozen[groups].clone()
+        return dict(device=self.env.device.type, env=self.env.state(member), wrappers=wrappers,
+                    obs_rms={k: v[groups].clone() for k, v in self.obs_rms.items()},
+                    return_rms={k: v[groups].clone() for k, v in self.return_rms.items()})
+
+    def set_state(self, state, member=None):
+        envs, groups = self._member(member)
+        self.env.set_state(state["env"], member)
         for name, value in state["wrappers"].items():
-            getattr(self, name).copy_(value)
+            getattr(self, name)[groups if name == "frozen" else envs].copy_(value)
         for rms in ("obs_rms", "return_rms"):
             for k, v in state[rms].items():
-                getattr(self, rms)[k].copy_(v)
+                getattr(self, rms)[k][groups].copy_(v)
 
     def physics_problem(self):
         return self.env.physics_problem()

@@ -1,7 +1,7 @@
 """Wall-time ratio of two flag sets of ppo_continuous_kl.py on one setting, runs interleaved side by side.
 
     python benchmarks/wall_time_ab.py                                  # KL profiling: --kl against --no-kl
-    python benchmarks/wall_time_ab.py --a=--compile --b=--no-compile   # the compiled loss against eager
+    python benchmarks/wall_time_ab.py --a="--compile on" --b="--compile off"   # the compiled loss against eager
     python benchmarks/wall_time_ab.py --num-envs 500 --minibatch-size 1000 --iterations 2
 
 Default setting: HalfCheetah-v5, 64 envs x 100 steps, minibatch size 50 (1,280 updates per iteration).
@@ -26,19 +26,6 @@ def timed_run(runs_dir, name, flags):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(runs_dir, name, "summary.json")) as f:
         return sum(json.load(f)["iteration_wall_s"][1:])
-
-
-def measure_ours(results, runs_dir, setting, batch, iterations, flag_sets):
-    """Steps/s over iterations 2 on of our script with each flag set (one string each) on top of `setting`."""
-    for i, flags in enumerate(flag_sets):
-        name = f"ours, {flags or 'eager'}"
-        results[name] = (iterations - 1) * batch / timed_run(runs_dir, f"ours{i}", [*setting, *shlex.split(flags)])
-        print(f"{name}: {results[name]:,.0f} steps/s", flush=True)
-
-
-def print_ratios(results, base):
-    for name, value in results.items():
-        print(f"{name}: {value / results[base]:.2f}x {base}")
 
 
 def main():

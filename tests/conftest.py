@@ -1,7 +1,9 @@
 import json
 import os
+import shlex
 import subprocess
 import sys
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -43,7 +45,8 @@ def load_args(run_dir):
 def tiny_run(tmp_path_factory):
     """One tiny real HalfCheetah-v5 run with snapshots and a saved model, shared by the tests that read it."""
     scratch = tmp_path_factory.mktemp("scratch")
-    proc, run_dir = run_script(scratch / "runs", "tiny", *TINY, "--kl-save-snapshots", "--save-model", "--eval-episodes", "1")
+    proc, run_dir = run_script(scratch / "runs", "tiny", *TINY, "--kl-save-snapshots", "--save-model", "--eval-episodes", "1",
+                               "--eval-every", "1")
     (scratch / "console.txt").write_text(proc.stdout + proc.stderr)
     return run_dir
 
@@ -70,3 +73,28 @@ def tiny_sweeps(tmp_path_factory):
     run_sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(root / "minibatch"))
     run_sweep("sweep_env_rollout.sh", *TINY_ENV_ROLLOUT, "--runs-dir", str(root / "env_rollout"))
     return root / "minibatch", root / "env_rollout"
+
+
+def fake_runs(dry_run_lines, *, finished):
+    """The run folders that the commands of a sweep's --dry-run leave, without training them: args.json as the
+    training script writes it (one per seed of a --num-seeds process), and summary.json (finished) or a
+    checkpoint.pt (cut short, of which the sweeps read only the iteration). For the sweeps' checks of the runs
+    already on disk."""
+    import torch
+    import tyro
+    from ppo_continuous_kl import Args, check_args
+    for line in dry_run_lines:
+        if line.startswith("#"):
+            continue
+        args = check_args(tyro.cli(Args, args=shlex.split(line)[2:]))
+        for seed in range(args.seed, args.seed + args.num_seeds):
+            name = args.run_name.replace("{seed}", str(seed))
+            run_dir = os.path.join(args.runs_dir, name)
+            os.makedirs(run_dir)
+            with open(os.path.join(run_dir, "args.json"), "w") as f:
+                json.dump(asdict(replace(args, seed=seed)) | {"run_name": name}, f, indent=2)
+            if finished:
+                with open(os.path.join(run_dir, "summary.json"), "w") as f:
+                    json.dump({"wall_time_s": 10.0}, f)
+            else:
+                torch.save({"iteration": 1}, os.path.join(run_dir, "checkpoint.pt"))

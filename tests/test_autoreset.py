@@ -30,13 +30,12 @@ def test_reset_steps_stay_out_of_the_batch_and_episodes_are_logged_once():
         inner = inner.env
     raw = inner.env = Recorder(inner.env)
     envs = Recorder(envs)
-    torch.manual_seed(0)
-    agent = Agent(4, 1)
-    shape = (num_steps, num_envs)
+    agent, generators = Agent(4, 1, [torch.Generator().manual_seed(0)]), [torch.Generator().manual_seed(1)]
+    shape = (num_steps, 1, num_envs)  # a population of one
     rollout = Rollout(obs=torch.zeros(shape + (4,)), actions=torch.zeros(shape + (1,)), logprobs=torch.zeros(shape),
                       rewards=torch.zeros(shape), dones=torch.zeros(shape), values=torch.zeros(shape))
-    next_obs = torch.as_tensor(envs.reset(seed=0)[0], dtype=torch.float32)
-    next_done = torch.zeros(num_envs)
+    next_obs = torch.as_tensor(envs.reset(seed=0)[0], dtype=torch.float32).view(1, num_envs, 4)
+    next_done = torch.zeros(1, num_envs)
 
     prev_done = np.zeros(num_envs, bool)  # recomputed from the raw env's own flags
     episode_return, episode_length = np.zeros(num_envs), np.zeros(num_envs, int)
@@ -44,10 +43,11 @@ def test_reset_steps_stay_out_of_the_batch_and_episodes_are_logged_once():
     for _ in range(iterations):
         raw.steps.clear()
         envs.steps.clear()
-        next_obs, next_done, logged = collect_rollout(envs, agent, rollout, next_obs, next_done, torch.device("cpu"))
+        next_obs, next_done, (logged,) = collect_rollout(envs, agent, rollout, next_obs, next_done, generators)
         advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.dones, torch.zeros(1, num_envs),
                                           next_done, 0.99, 0.95)
-        b_obs, _, _, b_adv, b_ret, b_values = flatten_transitions(rollout, advantages, returns)
+        batch, counts = flatten_transitions(rollout, advantages, returns)
+        b_obs, _, _, b_adv, b_ret, b_values = (x[0] for x in batch)
 
         expected_real, expected_episodes = [], []
         for t, (_, reward, terminated, truncated) in enumerate(raw.steps):
@@ -65,13 +65,22 @@ def test_reset_steps_stay_out_of_the_batch_and_episodes_are_logged_once():
             prev_done = done
         real = np.array(expected_real)  # [num_steps, num_envs]
 
-        # the batch is exactly the real transitions, in order
-        torch.testing.assert_close(b_obs, rollout.obs[torch.as_tensor(real)], rtol=0, atol=0)
-        assert len(b_obs) == real.sum() < num_steps * num_envs
+        # the batch is exactly the real transitions, in order: observations, advantages, returns and values
+        mask = torch.as_tensor(real)
+        for got, full in ((b_obs, rollout.obs[:, 0]), (b_adv, advantages[:, 0]), (b_ret, returns[:, 0]),
+                          (b_values, rollout.values[:, 0])):
+            torch.testing.assert_close(got, full[mask], rtol=0, atol=0)
+        assert len(b_obs) == counts[0] == real.sum() < num_steps * num_envs
+        # and no real transition's advantage or return depends on a reset step's reward or value
+        rewards, values = rollout.rewards.clone(), rollout.values.clone()
+        rewards[~mask.view(num_steps, 1, num_envs)], values[~mask.view(num_steps, 1, num_envs)] = 1e6, -1e6
+        poisoned_adv, poisoned_ret = compute_gae(rewards, values, rollout.dones, torch.zeros(1, num_envs), next_done, 0.99, 0.95)
+        torch.testing.assert_close(poisoned_adv[:, 0][mask], b_adv, rtol=0, atol=0)
+        torch.testing.assert_close(poisoned_ret[:, 0][mask], b_ret, rtol=0, atol=0)
         # ...and what the agent saw before each real transition is what the env returned the step before
         seen = [envs.steps[t - 1][0] if t else None for t in range(num_steps)]
         for t in range(1, num_steps):
-            np.testing.assert_array_equal(rollout.obs[t].numpy(), seen[t])
+            np.testing.assert_array_equal(rollout.obs[t, 0].numpy(), seen[t])
         # each finished episode once, with its true return and length
         assert len(logged) == len(expected_episodes) > 0
         for (step, ret, length), (t, exp_ret, exp_len) in zip(logged, expected_episodes):

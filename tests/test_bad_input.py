@@ -28,15 +28,11 @@ CASES = [
     (["--env-backend", "mujoco-batch", "--env-id", "Swimmer-v5"],
      "--env-backend mujoco-batch supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5 "
      "(Gymnasium's defaults), got 'Swimmer-v5'"),
-    (["--env-backend", "mujoco-batch", "--norm-stats", "per-env"],
-     "--norm-stats per-env needs --env-backend gymnasium; --env-backend mujoco-batch allows only shared"),
     (["--env-backend", "warp", "--env-id", "Ant-v5"],
      "--env-backend warp refuses --env-id Ant-v5: MuJoCo Warp 4.0.0 orients plane-capsule contact frames unlike MuJoCo"),
     (["--env-backend", "warp", "--env-id", "Swimmer-v5"],
      "--env-backend warp supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, Humanoid-v5 (Gymnasium's defaults), "
      "got 'Swimmer-v5'"),
-    (["--env-backend", "warp", "--norm-stats", "per-env"],
-     "--norm-stats per-env needs --env-backend gymnasium; --env-backend warp allows only shared"),
     (["--env-threads", "0"], "--env-threads must be a positive integer"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be a non-negative integer"),
     (["--resume"], "--resume: "),  # nothing to resume in a fresh folder
@@ -62,8 +58,10 @@ def test_unknown_choice_names_the_allowed_values(tmp_path):
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path):
-    os.makedirs(tmp_path / "taken")
+    # a logged iteration, no checkpoint to continue from (a folder with no finished iteration starts over instead)
+    os.makedirs(tmp_path / "taken" / "kl")
     (tmp_path / "taken" / "args.json").write_text("{}")
+    (tmp_path / "taken" / "kl" / "iter_00001.npz").write_text("")
     proc, _ = run_script(tmp_path, "taken", "--num-envs", "4", "--num-steps", "32", "--total-timesteps", "256", check=False)
     assert proc.returncode != 0 and "already holds a run" in proc.stderr
     assert (tmp_path / "taken" / "args.json").read_text() == "{}"
@@ -72,6 +70,19 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
 def test_unwritable_runs_dir_fails_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    proc, _ = run_script(blocker, "x", "--num-envs", "4", "--num-steps", "32", "--total-timesteps", "256", check=False)
+    proc, _ = run_script(blocker, "x", "--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "32",
+                         "--total-timesteps", "256", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write into --runs-dir")
+    assert proc.stderr.strip().splitlines() == [f"error: --runs-dir {blocker} is a file, not a folder; give a folder (it "
+                                                "is created if missing)"]
+
+
+def test_run_folder_stays_inside_runs_dir(tmp_path):
+    """'..' would write the run into the runs folder's parent (tests/test_run_folder.py checks every kind of name)."""
+    proc, _ = run_script(tmp_path / "runs", "..", "--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps",
+                         "32", "--total-timesteps", "256", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --run-name '..' names the parent of the runs folder; a run "
+                                                   "name is one folder inside --runs-dir"), proc.stderr
+    assert os.listdir(tmp_path) == []

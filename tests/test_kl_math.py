@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from ppo_continuous_kl import contraction_rate, diag_gaussian_kl, kl_profile
+from kl_profiling import contraction_rate, diag_gaussian_kl, kl_profile
 
 
 def reference_kl(mean_p, logstd_p, mean_q, logstd_q):

@@ -1,90 +1,265 @@
-"""plot_kl.py on tiny real sweeps: every figure, the claims table, the saved summary, missing data."""
+"""plot_kl.py on tiny real sweeps and on the committed summary: every figure, the claims, the saved summary, and
+every bad input refused in one line (never a traceback)."""
+import functools
 import glob
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import ROOT
 
-PLOT = [sys.executable, os.path.join(ROOT, "plot_kl.py"), "--fig2-sizes", "32,64", "--fig3-shapes", "4x32,8x16"]
+import plot_kl
+
+TINY_FIGS = ["--fig2-sizes", "32,64", "--fig3-shapes", "4x32,8x16"]  # the settings of the tiny sweeps
+PLOT = [sys.executable, os.path.join(ROOT, "plot_kl.py"), *TINY_FIGS]
+COMMITTED = os.path.join(ROOT, "docs", "results", "data")
 
 
 def plot(*flags, check=True):
     proc = subprocess.run([*PLOT, *flags], capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
 
-def test_figures_table_and_summary(tiny_sweeps, tmp_path):
+def refused(proc, *words):
+    """A one-line `error: ...` naming what was wrong."""
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and all(w in last for w in words), last
+    return last
+
+
+def in_process(monkeypatch, *flags):
+    """plot_kl.main() in this process with its figures captured instead of rendered (rendering is the slow
+    part); returns {name: figure}."""
+    figures = {}
+
+    def keep(fig, out, name, formats):
+        figures[name] = fig
+        plt.close(fig)  # still readable, no longer held by pyplot
+
+    monkeypatch.setattr(plot_kl, "save", keep)
+    monkeypatch.setattr(sys, "argv", ["plot_kl.py", *flags])
+    plot_kl.main()
+    return figures
+
+
+def refusal(monkeypatch, *flags):
+    """plot_kl.main() in this process, expected to stop with a one-line `error: ...`; returns it."""
+    with pytest.raises(SystemExit) as stop:
+        in_process(monkeypatch, *flags)
+    message = str(stop.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
+def texts(fig):
+    """Every title, suptitle, legend and caption text of a figure and its subfigures."""
+    found = []
+    for f in [fig, *fig.subfigs]:
+        found += [t.get_text() for t in (f._suptitle, f._supxlabel) if t is not None]
+        found += [t.get_text() for legend in f.legends for t in legend.get_texts()]
+    return found + [ax.get_title() for ax in fig.get_axes()]
+
+
+@pytest.fixture(scope="module")
+def summary(tiny_sweeps, tmp_path_factory):
+    """plot_kl.py run once on the tiny sweeps; returns its output folder and process."""
+    out = tmp_path_factory.mktemp("plots")
     minibatch, env_rollout = tiny_sweeps
-    proc = plot("--minibatch-runs", str(minibatch), "--env-rollout-runs", str(env_rollout), "--out", str(tmp_path))
-    for name in ("fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"):
+    return out, plot("--minibatch-runs", str(minibatch), "--env-rollout-runs", str(env_rollout), "--out", str(out))
+
+
+def test_figures_claims_and_summary(tiny_sweeps, summary, tmp_path, monkeypatch):
+    out, proc = summary
+    data = {n: pd.read_csv(out / "data" / f"{n}.csv") for n in plot_kl.FRAMES}
+    evaluated = (data["runs"].eval_every > 0).all()
+    names = ["fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"] + ["fig1b_eval_returns"] * bool(evaluated)
+    for name in names:
         for fmt in ("png", "pdf"):
-            assert os.path.getsize(tmp_path / f"{name}.{fmt}") > 10_000, name
-    claims = (tmp_path / "claims.md").read_text()
+            assert os.path.getsize(out / f"{name}.{fmt}") > 10_000, name
+    claims = (out / "claims.md").read_text()
     assert claims in proc.stdout
     for setting in ("(4 x 32 : 4 x 32)", "(4 x 32 : 2 x 64)", "(8 x 16 : 4 x 32)"):
         assert setting in claims
-    findings = [l for l in claims.splitlines() if l.startswith("- **")]
-    assert len(findings) == 5
-    assert all(re.search(r"\*\*: (holds|does not hold|not testable with these runs)\.", l) for l in findings), findings
-    # finding 2's figure, recomputed from the KL files themselves
-    fracs = [np.mean(np.diff(np.load(f)["ref_kl"]) < 0) for f in glob.glob(f"{minibatch}/*/kl/*.npz") + glob.glob(f"{env_rollout}/*/kl/*.npz")]
-    assert len(fracs) == 24
-    assert f"{100 * np.mean(fracs):.2f}% of steps decrease over 24 iterations" in findings[1]
-    assert findings[1].split("**: ")[1].startswith("holds" if np.mean(fracs) >= 0.99 else "does not hold")
-    # the summary holds what the figures need, and is small
-    data = {n: pd.read_csv(tmp_path / "data" / f"{n}.csv") for n in ("runs", "returns", "kl_iterations", "kl_profiles")}
+    summary_lines = [line for line in claims.splitlines() if line.startswith("- **")]
+    assert len(summary_lines) == 5
+    verdict = r"held in \d of 1 env tested \(InvertedPendulum-v5: (holds|does not hold|inconclusive)\)"
+    assert all(re.search(verdict, line) for line in summary_lines), summary_lines
+    assert ("evaluation returns" if evaluated else "training returns") in claims
+    # finding 2 recomputed from the KL files: per run, then per setting, then over the 3 distinct settings (the
+    # 4 x 32 : 4 x 32 runs are in both sweeps and count once)
+    per_setting = {}
+    for path in glob.glob(f"{tiny_sweeps[0]}/*/kl/*.npz") + glob.glob(f"{tiny_sweeps[1]}/*/kl/*.npz"):
+        setting, seed = re.search(r"__(\d+x\d+__mb\d+)__s(\d)", path).groups()
+        per_setting.setdefault(setting, {}).setdefault(seed, []).append(float(np.load(path)["ref_kl_decrease_frac"]))
+    assert len(per_setting) == 3
+    expected = np.mean([np.mean([np.mean(v) for v in seeds.values()]) for seeds in per_setting.values()])
+    two = next(line for line in claims.splitlines() if line.startswith("| 2 | InvertedPendulum-v5"))
+    assert f"| {expected:.3g} |" in two
+    # the summary: what the figures need, each run's rows once, small
     assert len(data["runs"]) == 8 and set(data["runs"].sweep) == {"minibatch", "env_rollout"}
-    assert len(data["kl_iterations"]) == 8 * 3
+    assert len(data["kl_iterations"]) == 6 * 3 and data["kl_iterations"].gamma_D_per_pct.between(0, 1).all()
+    assert (data["runs"].kl_every == 1).all() and data["runs"]["flags"].str.contains("total_timesteps=384").all()
     assert set(data["kl_profiles"].phase) == {"early", "middle", "late"}
-    ref = data["kl_profiles"][data["kl_profiles"].curve == "ref_kl"]
-    assert (ref.kl >= 0).all() and (data["kl_iterations"].ref_kl_decrease_frac <= 1).all()
-    assert sum(os.path.getsize(tmp_path / "data" / f) for f in os.listdir(tmp_path / "data")) < 1_000_000
-    # redrawn from the summary alone: the same table
-    again = tmp_path / "again"
-    plot("--data", str(tmp_path / "data"), "--out", str(again))
-    assert (again / "claims.md").read_text() == claims
-    assert os.path.getsize(again / "fig2_kl_minibatch.png") > 10_000
+    assert sum(os.path.getsize(out / "data" / f) for f in os.listdir(out / "data")) < 1_000_000
+    # redrawn from the summary alone: the same claims and figures
+    assert set(in_process(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path), *TINY_FIGS)) == set(names)
+    assert (tmp_path / "claims.md").read_text() == claims
 
 
-def test_partial_runs_are_skipped_by_name(tiny_sweeps, tmp_path):
+def test_committed_results_figures(monkeypatch, tmp_path):
+    """The committed summary (no evaluations; Walker2d-v5 has no env x rollout runs): no empty panel, readable
+    legends, the label explained, titles naming only what is drawn, and the README block replaced."""
+    (tmp_path / "README.md").write_text(f"set-up\n{plot_kl.BEGIN}\nold numbers\n{plot_kl.END}\ncaveats\n")
+    figures = in_process(monkeypatch, "--data", COMMITTED, "--out", str(tmp_path))
+    assert set(figures) == {"fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"}
+    for name, fig in figures.items():
+        assert all(ax.lines for ax in fig.get_axes()), f"{name} has an empty panel"
+        assert fig.get_size_inches()[0] <= plot_kl.WIDTH
+        for f in [fig, *fig.subfigs]:
+            assert all(t.get_fontsize() >= 7 for legend in f.legends for t in legend.get_texts())
+        assert any("(N_env x N_rollout : N_minibatch x minibatch_size) =" in t for t in texts(fig)), name
+    assert len(figures["fig1_returns"].get_axes()) == 3  # 2 envs in the minibatch sweep, 1 in the other
+    fig3 = texts(figures["fig3_kl_env_rollout"])
+    assert "KL profiles in three training phases: 1000 x 50 (solid) vs 100 x 500 (dashed)" in fig3
+    assert any("best run HalfCheetah-v5__1000x50__mb1000__s" in t for t in fig3)
+    readme, claims = (tmp_path / "README.md").read_text(), (tmp_path / "claims.md").read_text()
+    assert "old numbers" not in readme and readme.startswith("set-up\n") and readme.endswith("caveats\n")
+    block = readme.split(plot_kl.BEGIN)[1].split(plot_kl.END)[0].strip()
+    assert block and block in claims and "--norm-stats shared" in block
+    assert "training returns" in block and "2.001M (training)" in block
+
+
+def test_absent_figure_settings_are_warned_about(summary, monkeypatch, capsys):
+    out, _ = summary
+    figures = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(out / "absent"),
+                         "--fig2-sizes", "32,999", "--fig3-shapes", "3x3,5x5")
+    err = capsys.readouterr().err
+    assert "--fig2-sizes: InvertedPendulum-v5 has no run of minibatch size 999" in err and "(4 x 32 : 2 x 64)" in err
+    assert "--fig3-shapes: no run of 3 x 3 or 5 x 5: fig3_kl_env_rollout is left out" in err
+    assert "fig3_kl_env_rollout" not in figures
+    title = figures["fig2_kl_minibatch"]._suptitle.get_text()
+    assert title.endswith("minibatch size 32 (solid)") and "999" not in title
+    assert all(ax.lines for ax in figures["fig2_kl_minibatch"].get_axes())
+
+
+def test_partial_runs_are_skipped_by_name(tiny_sweeps, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "minibatch"
     shutil.copytree(tiny_sweeps[0], runs)
     os.remove(runs / "InvertedPendulum-v5__4x32__mb64__s2" / "summary.json")
-    proc = plot("--minibatch-runs", str(runs), "--env-rollout-runs", str(tmp_path / "none"), "--out", str(tmp_path / "f"))
-    assert "warning: skipping" in proc.stderr and "InvertedPendulum-v5__4x32__mb64__s2" in proc.stderr
-    assert "no env_rollout runs" in proc.stderr
+    figures = in_process(monkeypatch, "--minibatch-runs", str(runs), "--env-rollout-runs", str(tmp_path / "none"),
+                         "--out", str(tmp_path / "f"), *TINY_FIGS)
+    err = capsys.readouterr().err
+    assert "warning: skipping" in err and "InvertedPendulum-v5__4x32__mb64__s2" in err
+    assert "no env_rollout runs" in err
     assert len(pd.read_csv(tmp_path / "f" / "data" / "runs.csv")) == 3
-    assert not (tmp_path / "f" / "fig3_kl_env_rollout.png").exists()
+    assert "fig2_kl_minibatch" in figures and "fig3_kl_env_rollout" not in figures
 
 
-def test_no_data_and_bad_flags(tmp_path):
-    proc = plot("--minibatch-runs", str(tmp_path), "--env-rollout-runs", str(tmp_path / "no"), check=False)
-    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith("error: no complete runs under")
-    proc = plot("--phases", "0.1,0.5", check=False)
-    assert proc.returncode != 0 and "error: --phases takes 3 comma-separated fractions" in proc.stderr
-    proc = plot("--data", str(tmp_path), check=False)
-    assert proc.returncode != 0 and "error: --data" in proc.stderr and "runs.csv" in proc.stderr
+def test_runs_that_finished_no_episode(tiny_sweeps, tmp_path):
+    """Their event files hold no return: a warning naming them, the return figures left out, no traceback."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    runs = tmp_path / "minibatch"
+    shutil.copytree(tiny_sweeps[0], runs)
+    for run in runs.glob("InvertedPendulum-v5__*"):
+        for events in run.glob("events.out.tfevents.*"):
+            events.unlink()
+        writer = EventFileWriter(str(run))
+        writer.add_event(Event(step=128, summary=Summary(value=[Summary.Value(tag="charts/SPS", simple_value=1.0)])))
+        writer.close()
+    proc = plot("--minibatch-runs", str(runs), "--env-rollout-runs", str(tmp_path / "none"), "--out",
+                str(tmp_path / "f"), "--formats", "png")
+    assert "4 runs finished no episode" in proc.stderr and "InvertedPendulum-v5__4x32__mb32__s1" in proc.stderr
+    assert "fig1_returns is left out" in proc.stderr and not (tmp_path / "f" / "fig1_returns.png").exists()
+    assert (tmp_path / "f" / "fig2_kl_minibatch.png").exists()
+    claims = (tmp_path / "f" / "claims.md").read_text().splitlines()
+    one = next(line for line in claims if line.startswith("| 1 | InvertedPendulum-v5"))
+    assert "inconclusive (no run has the data)" in one
 
 
-def test_summaries_saved_apart_merge_into_the_whole(tiny_sweeps, tmp_path):
+def test_damaged_kl_file_is_named(tiny_sweeps, tmp_path):
+    runs = tmp_path / "minibatch"
+    shutil.copytree(tiny_sweeps[0], runs)
+    damaged = sorted(runs.glob("*/kl/iter_*.npz"))[1]
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    proc = plot("--minibatch-runs", str(runs), "--env-rollout-runs", str(tmp_path / "none"), "--out",
+                str(tmp_path / "f"), check=False)
+    refused(proc, str(damaged), "not a readable KL file")
+    assert not glob.glob(str(tmp_path / "f" / "fig*"))  # refused before any figure was drawn
+
+
+def test_mixed_flags_are_refused(tiny_sweeps, tmp_path, monkeypatch):
+    """Runs whose flags change results (here --kl-every, then --total-timesteps) are not pooled."""
+    runs = tmp_path / "minibatch"
+    shutil.copytree(tiny_sweeps[0], runs)
+    args_path = runs / "InvertedPendulum-v5__4x32__mb64__s2" / "args.json"
+    args = json.loads(args_path.read_text())
+    args_path.write_text(json.dumps(dict(args, kl_every=5)))
+    proc = plot("--minibatch-runs", str(runs), "--env-rollout-runs", "", "--out", str(tmp_path / "f"), check=False)
+    refused(proc, "InvertedPendulum-v5__4x32__mb64__s2", "kl_every (1 vs 5)", "separate folders")
+    args_path.write_text(json.dumps(dict(args, total_timesteps=512)))
+    assert "total_timesteps (384 vs 512)" in refusal(monkeypatch, "--minibatch-runs", str(runs), "--env-rollout-runs",
+                                                     "", "--out", str(tmp_path / "f"))
+
+
+def test_bad_flags_and_damaged_summaries(summary, tmp_path, monkeypatch):
+    raw = plot("--help").stdout
+    help_text = " ".join(raw.split())
+    assert "(default: runs/minibatch)" in help_text and "(default: png,pdf)" in help_text
+    assert "\n    python plot_kl.py --data docs/results/data --out docs/results" in raw  # the description kept as is
+    refuses = functools.partial(refusal, monkeypatch)
+    assert "error: no complete runs under" in refuses("--minibatch-runs", str(tmp_path), "--env-rollout-runs",
+                                                      str(tmp_path / "no"))
+    assert "--phases takes 3 comma-separated fractions" in refuses("--phases", "0.1,0.5")
+    data = str(summary[0] / "data")
+    assert "unknown svgx; allowed: avif, eps" in refuses("--data", data, "--formats", "png,svgx")
+    (tmp_path / "file").write_text("")
+    message = refuses("--data", data, "--out", str(tmp_path / "file"))
+    assert message.startswith("error: --out") and "is a file; it takes a folder" in message
+    assert "lacks runs.csv" in refuses("--data", str(tmp_path))
+    # a summary cut mid-line, and one cut at a line's end (runs.csv loses its last run)
+    for name, cut, words in (("returns.csv", -7, "returns.csv is truncated"),
+                             ("runs.csv", None, "holds runs that runs.csv lacks")):
+        copy = tmp_path / name
+        shutil.copytree(data, copy)
+        lines = (copy / name).read_bytes().splitlines(keepends=True)
+        (copy / name).write_bytes(b"".join(lines)[:cut] if cut else b"".join(lines[:-1]))
+        assert words in refuses("--data", str(copy), "--out", str(tmp_path / "o"))
+
+
+def test_summaries_saved_apart_merge_into_the_whole(tiny_sweeps, summary, tmp_path, monkeypatch):
     """Runs summarised in separate batches (say, one per session) redraw as if read all at once."""
     minibatch, env_rollout = tiny_sweeps
     none = str(tmp_path / "none")
-    plot("--minibatch-runs", str(minibatch), "--env-rollout-runs", none, "--out", str(tmp_path / "a"))
-    plot("--minibatch-runs", none, "--env-rollout-runs", str(env_rollout), "--out", str(tmp_path / "b"))
-    plot("--minibatch-runs", str(minibatch), "--env-rollout-runs", str(env_rollout), "--out", str(tmp_path / "all"))
-    # the third summary repeats the first's runs: they are kept once
-    plot("--data", str(tmp_path / "a" / "data"), str(tmp_path / "b" / "data"), str(tmp_path / "all" / "data"),
-         "--out", str(tmp_path / "merged"), "--save-data", str(tmp_path / "merged" / "data"))
-    assert (tmp_path / "merged" / "claims.md").read_text() == (tmp_path / "all" / "claims.md").read_text()
-    for name in ("runs", "returns", "kl_iterations", "kl_profiles"):
-        merged, whole = (pd.read_csv(tmp_path / d / "data" / f"{name}.csv") for d in ("merged", "all"))
-        assert len(merged) == len(whole) > 0, name
+    for out, runs in (("a", ["--minibatch-runs", str(minibatch), "--env-rollout-runs", none]),
+                      ("b", ["--minibatch-runs", none, "--env-rollout-runs", str(env_rollout)])):
+        in_process(monkeypatch, *runs, "--out", str(tmp_path / out), *TINY_FIGS)
+    # the whole summary repeats the first's runs: they are kept once
+    whole = summary[0]
+    in_process(monkeypatch, "--data", str(tmp_path / "a" / "data"), str(tmp_path / "b" / "data"), str(whole / "data"),
+               "--out", str(tmp_path / "merged"), "--save-data", str(tmp_path / "merged" / "data"), *TINY_FIGS)
+    assert (tmp_path / "merged" / "claims.md").read_text() == (whole / "claims.md").read_text()
+    for name in plot_kl.FRAMES:
+        merged, full = (pd.read_csv(d / "data" / f"{name}.csv") for d in (tmp_path / "merged", whole))
+        assert len(merged) == len(full) > 0 or name == "evals", name
+
+
+def test_summary_without_evaluations_merges_with_one_that_has_them(summary, tmp_path, monkeypatch):
+    """The committed summary predates evaluations (a header-only evals.csv); new runs have them."""
+    assert len(pd.read_csv(os.path.join(COMMITTED, "evals.csv"))) == 0
+    assert len(pd.read_csv(summary[0] / "data" / "evals.csv")) > 0
+    figures = in_process(monkeypatch, "--data", COMMITTED, str(summary[0] / "data"), "--out", str(tmp_path), *TINY_FIGS)
+    assert "fig1b_eval_returns" in figures

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_MINIBATCH, run_sweep
+from conftest import ROOT, TINY_MINIBATCH, fake_runs, run_sweep
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "sinfo", "squeue", "scontrol", "scancel")
@@ -205,18 +205,20 @@ def test_dry_run_prints_the_sbatch_command_and_the_array_script(tmp_path):
     for part in ("set -euo pipefail", "SLURM_ARRAY_TASK_ID", "trap on_usr1 USR1", "trap on_term TERM",
                  'scontrol requeue "${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID"', f"RUNS_DIR={runs}\n"):
         assert part in script, part
-    # the command list: the commands of a local sweep, under their run names, with the runs folder made absolute
+    # the command list: the commands of a local sweep, each under its log's name and its runs' (its own), with the
+    # runs folder made absolute
     listed = commands_listed(lines)
     local = run_sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(runs), "--dry-run").stdout.splitlines()
-    assert listed == [re.search(r"--run-name (\S+)", c).group(1) + " " + c for c in local]
+    assert listed == [2 * (re.search(r"--run-name (\S+)", c).group(1) + " ") + c for c in local]
     assert not runs.exists()  # nothing written
 
     # what the user did not give stays out, but one core per run and no throttle without --jobs
-    (runs / "InvertedPendulum-v5__4x32__mb32__s1").mkdir(parents=True)
-    (runs / "InvertedPendulum-v5__4x32__mb32__s1" / "summary.json").write_text("{}")
+    fake_runs(local[:1], finished=True)
     flags = [f for f in TINY_MINIBATCH if f not in ("--jobs", "2")]
     lines = run_sweep("sweep_minibatch.sh", *flags, "--runs-dir", str(runs), "--launcher", "slurm",
                       "--dry-run").stdout.splitlines()
+    assert lines[0] == "# skipped, completed already with the same flags: InvertedPendulum-v5__4x32__mb32__s1"
+    lines = lines[1:]
     sbatch = lines[0].split()
     assert "--array=0-2" in sbatch and "--cpus-per-task=1" in sbatch and "--signal=B:USR1@300" in sbatch
     assert not [f for f in sbatch if f.startswith(("--partition", "--time", "--gpus", "--mem"))]

@@ -1,9 +1,11 @@
-"""The two sweep scripts: exact commands, deterministic names, skip-completed and rerun-failed with real runs, and
-a sweep stopped by a signal that resumes its runs when launched again."""
+"""The two sweep scripts: exact commands, deterministic names, bad options, skip-completed and rerun-failed with real
+runs, runs on disk of other flags refused, progress lines, seeds grouped into processes, and a sweep stopped by a
+signal that resumes its runs when launched again."""
 import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -12,8 +14,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import ROOT, TINY_MINIBATCH, load_kl, run_sweep
+from conftest import ROOT, TINY_MINIBATCH, fake_runs, load_kl, run_sweep
 
 
 def dry_run(script, *flags):
@@ -97,6 +100,93 @@ def test_bad_flags(script, flags, message):
     assert proc.stderr.strip() == f"error: {message}" or proc.stderr.startswith(f"error: {message}"), proc.stderr
 
 
+# Each bad value ends the sweep before any run with one line "error: ..." that names the flag and what it takes.
+@pytest.mark.parametrize("script,flags,message", [
+    # empty lists
+    ("sweep_minibatch.sh", ["--seeds", ""], "--seeds needs a value, got an empty one"),
+    ("sweep_minibatch.sh", ["--seeds", ","], "--seeds takes integers from 0 to 2147483647, like '1 2 3', got none"),
+    ("sweep_minibatch.sh", ["--sizes", " "], "--sizes takes minibatch sizes dividing N_env x N_rollout = 50000"),
+    ("sweep_env_rollout.sh", ["--envs", ","], "--envs takes Gymnasium env ids, like 'Hopper-v5 Ant-v5', got none"),
+    ("sweep_env_rollout.sh", ["--shapes", ","], "--shapes takes N_envxN_rollout settings, like '1000x50 500x100', got none"),
+    # a value twice: two runs of one name
+    ("sweep_minibatch.sh", ["--seeds", "1 2 1"], "--seeds gives '1' twice"),
+    ("sweep_minibatch.sh", ["--sizes", "50,50"], "--sizes gives '50' twice"),
+    ("sweep_env_rollout.sh", ["--shapes", "4x32 4x32", "--minibatch-size", "32"], "--shapes gives '4x32' twice"),
+    ("sweep_env_rollout.sh", ["--envs", "Ant-v5 Ant-v5"], "--envs gives 'Ant-v5' twice"),
+    ("sweep_env_rollout.sh", ["--envs", "ALE/Pong-v5"], "--envs takes Gymnasium env ids without '/' (a run's folder"),
+    # not integers, or not as the training script takes them
+    ("sweep_minibatch.sh", ["--seeds", "-1"], "--seeds takes integers from 0 to 2147483647, like '1 2 3', got '-1'"),
+    ("sweep_minibatch.sh", ["--seeds", "01"], "--seeds takes integers from 0 to 2147483647, like '1 2 3', got '01'"),
+    ("sweep_minibatch.sh", ["--seeds", "4294967296"], "--seeds takes integers from 0 to 2147483647"),
+    ("sweep_minibatch.sh", ["--sizes", "050"], "--sizes takes positive integers, got '050'"),
+    ("sweep_minibatch.sh", ["--num-envs", "08"], "--num-envs takes positive integers, got '08'"),
+    ("sweep_env_rollout.sh", ["--minibatch-size", "0100"], "--minibatch-size takes positive integers, got '0100'"),
+    ("sweep_minibatch.sh", ["--jobs", "99999999999999999999"], "--jobs takes positive integers"),
+    # malformed shapes
+    ("sweep_env_rollout.sh", ["--shapes", "10x"], "--shapes takes N_envxN_rollout like 1000x50 (positive integers), got '10x'"),
+    ("sweep_env_rollout.sh", ["--shapes", "0x50"], "--shapes takes N_envxN_rollout like 1000x50 (positive integers), got '0x50'"),
+    ("sweep_env_rollout.sh", ["--shapes", "10x10x10"], "--shapes takes N_envxN_rollout like 1000x50"),
+    # settings every run would fail on
+    ("sweep_minibatch.sh", ["--total-timesteps", "1000"],
+     "--total-timesteps takes at least one iteration, N_env x N_rollout = 500 x 100 = 50000 steps, got 1000"),
+    ("sweep_env_rollout.sh", ["--shapes", "4x32", "--minibatch-size", "1"], "--minibatch-size takes sizes of 2 or more"),
+    # empty values, bad values of the new options
+    ("sweep_minibatch.sh", ["--jobs", ""], "--jobs needs a value, got an empty one"),
+    ("sweep_minibatch.sh", ["--runs-dir", ""], "--runs-dir needs a value, got an empty one"),
+    ("sweep_minibatch.sh", ["--norm-stats", "global"], "--norm-stats takes per-env or shared, got 'global'"),
+    ("sweep_env_rollout.sh", ["--eval-every", "-1"], "--eval-every takes an integer >= 0 (iterations; 0: no evaluation), got '-1'"),
+    ("sweep_env_rollout.sh", ["--eval-every", "often"], "--eval-every takes an integer >= 0 (iterations; 0: no evaluation), got 'often'"),
+    ("sweep_minibatch.sh", ["--seeds-per-process", "0"], "--seeds-per-process takes positive integers, got '0'"),
+    ("sweep_minibatch.sh", ["--progress-every", "0"], "--progress-every takes positive integers, got '0'"),
+    ("sweep_minibatch.sh", ["--launcher", "slurm", "--progress-every", "5"], "--progress-every needs --launcher local"),
+    # flags after -- that would override the sweep's own
+    ("sweep_minibatch.sh", ["--", "--seed", "5"], "the flags after -- may not set --seed, which the sweep sets for each run"),
+    ("sweep_env_rollout.sh", ["--", "--run-name=x"], "the flags after -- may not set --run-name"),
+    ("sweep_minibatch.sh", ["--", "--no-kl", "--total_timesteps", "9"], "the flags after -- may not set --total_timesteps"),
+    # unknown options, named with the known ones
+    ("sweep_minibatch.sh", ["--size", "50"], "unknown option --size; the options are --sizes --num-envs --num-steps --envs"),
+    ("sweep_env_rollout.sh", ["50x100"], "unknown option 50x100; the options are --shapes --minibatch-size --envs"),
+])
+def test_bad_values(script, flags, message, tmp_path):
+    proc = run_sweep(script, "--runs-dir", str(tmp_path / "runs"), "--dry-run", *flags, check=False)
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_runs_dir_must_be_a_writable_folder(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for runs_dir, message in [
+            (afile, f"--runs-dir takes a folder, got '{afile}', which is a file"),
+            (afile / "runs", f"--runs-dir takes a folder, got '{afile}/runs', which lies under the file {afile}"),
+            # mkdir fails there, for root too
+            ("/proc/sweep-runs", "--runs-dir takes a folder this user can write into, got '/proc/sweep-runs'")]:
+        for dry_run in ([], ["--dry-run"]) if runs_dir != "/proc/sweep-runs" else ([],):
+            proc = run_sweep("sweep_minibatch.sh", "--runs-dir", str(runs_dir), *dry_run, check=False)
+            assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+            assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert afile.read_text() == ""
+
+
+def test_paper_defaults_and_their_flags():
+    for script in ("sweep_minibatch.sh", "sweep_env_rollout.sh"):
+        lines = dry_run(script, "--envs", "Ant-v5", "--seeds", "1")
+        assert all(" --norm-stats per-env --eval-every 2 --runs-dir " in line for line in lines)
+        assert "--num-seeds" not in " ".join(lines)
+        line, = dry_run(script, "--envs", "Ant-v5", "--seeds", "1", "--norm-stats", "shared", "--eval-every", "0",
+                        "--runs-dir", "r", "--total-timesteps", "100000", *(("--sizes", "50") if "minibatch" in script
+                                                                            else ("--shapes", "500x100")))
+        assert flag(line, "norm-stats") == "shared" and flag(line, "eval-every") == "0"
+        text = run_sweep(script, "--help").stdout
+        assert "--norm-stats MODE       per-env or shared" in text and "(default:\n                          per-env, one running" in text
+        assert "which is what the paper\n                          ran" in text
+        assert "--eval-every N          evaluate each run every N iterations" in text and "(default: 2, i.e. every 100,000" in text
+        assert "every setting is evaluated at the same env steps" in text
+        assert "--seeds-per-process K" in text and "Default: 1, one" in text
+        assert "--progress-every S      local: a progress line every S seconds" in text
+
+
 def test_help():
     for script in ("sweep_minibatch.sh", "sweep_env_rollout.sh"):
         proc = run_sweep(script, "--help")
@@ -105,6 +195,52 @@ def test_help():
                        "--requeue-before"):
             assert f"\n  {option} " in proc.stdout, option
         assert "resumes those that hold a checkpoint.pt" in proc.stdout
+
+
+def processes(lines):
+    """(first seed, --num-seeds, --run-name) of each command of a --dry-run."""
+    commands = [shlex.split(line) for line in lines if not line.startswith("#")]
+    return [(int(c[c.index("--seed") + 1]), int(c[c.index("--num-seeds") + 1]) if "--num-seeds" in c else None,
+             c[c.index("--run-name") + 1]) for c in commands]
+
+
+def test_seeds_per_process_groups_consecutive_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    flags = ["--envs", "Ant-v5", "--sizes", "50", "--runs-dir", str(runs)]
+    name = "Ant-v5__500x100__mb50__s{}"
+    assert processes(dry_run("sweep_minibatch.sh", *flags, "--seeds", "1 2 3 4 5", "--seeds-per-process", "2")) == [
+        (1, 2, name.format("{seed}")), (3, 2, name.format("{seed}")), (5, None, name.format(5))]
+    # non-consecutive seeds split into consecutive groups, in order
+    assert processes(dry_run("sweep_minibatch.sh", *flags, "--seeds", "9 1 2 5 6 7", "--seeds-per-process", "3")) == [
+        (1, 2, name.format("{seed}")), (5, 3, name.format("{seed}")), (9, None, name.format(9))]
+    assert [p[:2] for p in processes(dry_run("sweep_minibatch.sh", *flags, "--seeds", "1 2 3"))] == [(1, None), (2, None), (3, None)]
+
+    # under slurm: one array task per process, its runs listed for the task
+    lines = dry_run("sweep_minibatch.sh", *flags, "--seeds", "1 2 3 4 5", "--seeds-per-process", "2")
+    out = run_sweep("sweep_minibatch.sh", *flags, "--seeds", "1 2 3 4 5", "--seeds-per-process", "2", "--launcher",
+                    "slurm", "--dry-run").stdout.splitlines()
+    assert "--array=0-2 " in out[0]
+    listed = out[next(i for i, l in enumerate(out) if l.startswith("# ") and l.endswith(".commands")) + 1:]
+    assert [l.split()[:2] for l in listed] == [[name.format("1-2"), f"{name.format(1)},{name.format(2)}"],
+                                               [name.format("3-4"), f"{name.format(3)},{name.format(4)}"],
+                                               [name.format(5), name.format(5)]]
+    assert [l.split(" ", 2)[2] for l in listed] == lines
+
+    # seed 2 completed, seeds 5 and 6 cut short after a checkpoint, as one process of 2: a relaunch trains the
+    # others, and resumes 5 and 6 together
+    fake_runs(dry_run("sweep_minibatch.sh", *flags, "--seeds", "2"), finished=True)
+    fake_runs(dry_run("sweep_minibatch.sh", *flags, "--seeds", "5 6", "--seeds-per-process", "2"), finished=False)
+    lines = dry_run("sweep_minibatch.sh", *flags, "--seeds", "1 2 3 4 5 6 7", "--seeds-per-process", "4")
+    assert processes(lines) == [(1, None, name.format(1)), (3, 2, name.format("{seed}")), (5, 2, name.format("{seed}")),
+                                (7, None, name.format(7))]
+    assert lines[0] == f"# skipped, completed already with the same flags: {name.format(2)}"
+    assert lines[lines.index(next(l for l in lines if "--seed 5 " in l)) - 1] == \
+        f"# resumes from its checkpoint: {name.format(5)} {name.format(6)}"
+
+    # runs cut short at another iteration than their neighbours' resume apart
+    torch.save({"iteration": 2}, runs / name.format(6) / "checkpoint.pt")
+    assert processes(dry_run("sweep_minibatch.sh", *flags, "--seeds", "5 6 7", "--seeds-per-process", "4")) == [
+        (5, None, name.format(5)), (6, None, name.format(6)), (7, None, name.format(7))]
 
 
 def test_relaunch_skips_completed_and_reruns_cut_short(tiny_sweeps, tmp_path):
@@ -126,11 +262,54 @@ def test_relaunch_skips_completed_and_reruns_cut_short(tiny_sweeps, tmp_path):
     assert {n: sorted(os.listdir(runs / n)) for n in kept_events} == kept_events
 
 
+def test_runs_of_other_flags_are_refused(tiny_sweeps, tmp_path):
+    runs = tmp_path / "minibatch"
+    shutil.copytree(tiny_sweeps[0], runs)
+    names = sorted(n for n in os.listdir(runs) if n != "logs")
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*")}
+    # the paper's defaults are what the runs of the tiny sweep recorded
+    assert all(json.loads((runs / n / "args.json").read_text())["norm_stats"] == "per-env" for n in names)
+    assert all(json.loads((runs / n / "args.json").read_text())["eval_every"] == 2 for n in names)
+
+    flags = [*TINY_MINIBATCH, "--runs-dir", str(runs)]
+    flags[flags.index("--total-timesteps") + 1] = "512"
+    proc = run_sweep("sweep_minibatch.sh", *flags, "--norm-stats", "shared", "--", "--learning-rate", "1e-3", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"these runs in {runs} ran with other flags than this sweep's (this sweep's value, then the run's):"
+    assert lines[1:5] == [f"  {n}: --learning-rate 0.001 (run: 0.0003), --norm-stats shared (run: per-env), "
+                          "--total-timesteps 512 (run: 384)" for n in names]
+    assert lines[5] == (f"error: 4 run(s) in {runs} (listed above) ran with other flags than this sweep's; nothing was "
+                        "started. Launch with their flags, or pick another --runs-dir, or delete those run folders to "
+                        "run them again with these flags")
+    assert len(lines) == 6
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*")} == before  # nothing touched
+
+    # --dry-run and slurm say the same; a run without its args.json is refused too
+    os.remove(runs / names[0] / "args.json")
+    proc = run_sweep("sweep_minibatch.sh", *flags, "--launcher", "slurm", "--dry-run", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines[1].startswith(f"  {names[0]}: no readable args.json (")
+    assert lines[2:5] == [f"  {n}: --total-timesteps 512 (run: 384)" for n in names[1:]]
+    assert lines[5].startswith(f"error: 4 run(s) in {runs} (listed above) ran with other flags")
+    assert not (runs / "slurm").exists()
+
+
 def test_a_failed_run_does_not_stop_the_others(tmp_path):
-    flags = [*TINY_MINIBATCH, "--runs-dir", str(tmp_path), "--sizes", "64", "--seeds", "1"]
+    flags = [*TINY_MINIBATCH, "--runs-dir", str(tmp_path), "--sizes", "64", "--seeds", "1", "--progress-every", "1"]
     flags[1] = "NoSuchEnv-v0 InvertedPendulum-v5"
     proc = run_sweep("sweep_minibatch.sh", *flags, check=False)
     assert proc.returncode == 1
+    # progress: at the start (no basis for an estimate yet), at each start and end, and every second
+    out = proc.stdout.splitlines()
+    assert out[0] == (f"[sweep] sweep starts: 2 process(es) to run, 2 at a time, in {tmp_path} | done 0, failed 0, "
+                      "skipped 0, left 2 (0 running) | elapsed 00:00:00 | time left estimating…")
+    assert out[1].startswith("[sweep] started NoSuchEnv-v0__4x32__mb64__s1 | done 0, failed 0, skipped 0, left 2 (1 running)")
+    assert out[2].startswith("[sweep] started InvertedPendulum-v5__4x32__mb64__s1 | done 0, failed 0, skipped 0, left 2 (2 running)")
+    ticks = [line for line in out if line.startswith("[sweep] progress | ")]
+    assert ticks and all(re.fullmatch(r"\[sweep\] progress \| done 0, failed [01], skipped 0, left [12] \([12] running\) \| "
+                                      r"elapsed 00:00:\d\d \| time left (estimating…|~00:0\d:\d\d)", t) for t in ticks), out
     assert "FAILED NoSuchEnv-v0__4x32__mb64__s1" in proc.stdout
     assert "finished InvertedPendulum-v5__4x32__mb64__s1" in proc.stdout
     assert proc.stderr.splitlines()[-1].strip() == "NoSuchEnv-v0__4x32__mb64__s1"
@@ -188,8 +367,14 @@ def test_a_sweep_stopped_by_sigterm_resumes_its_runs_when_launched_again(tmp_pat
         assert (runs / name / "checkpoint.pt").exists() and not (runs / name / "summary.json").exists()
     first_logs = {n: (runs / "logs" / f"{n}.log").read_text() for n in names[1:]}
 
-    proc = run_sweep("sweep_minibatch.sh", *LONG_MINIBATCH, "--runs-dir", str(runs), "--seeds", "1 2 3")
+    proc = run_sweep("sweep_minibatch.sh", *LONG_MINIBATCH, "--runs-dir", str(runs), "--seeds", "1 2 3",
+                     "--progress-every", "1")
     assert "skipped 1 completed run(s)" in proc.stdout
+    # an estimate from the start: the completed run's wall time is its basis
+    out = proc.stdout.splitlines()
+    assert re.fullmatch(rf"\[sweep\] sweep starts: 2 process\(es\) to run, 2 at a time, in {runs} \| done 0, failed 0, "
+                        r"skipped 1, left 2 \(0 running\) \| elapsed 00:00:0\d \| time left ~00:0\d:\d\d", out[1]), out
+    assert [line for line in out if line.startswith("[sweep] progress | done 0, failed 0, skipped 1, left 2 (2 running)")]
     for name in names[1:]:
         assert f"[sweep] resuming {name} from its checkpoint" in proc.stdout
         assert f"finished {name} (resumed) | " in proc.stdout

@@ -11,12 +11,15 @@ from gymnasium.envs.mujoco.humanoid_v5 import mass_center
 
 from conftest import load_kl, run_script
 from test_resume import assert_same_run, run_whole_and_stopped_then_resume, scalars
-from vector_envs import MujocoBatchEnv, get_norm_stats, make_envs
+from vector_envs import MujocoBatchEnv, env_state, get_norm_stats, make_envs, set_env_state
 from warp_envs import CleanRLWrappers
 
-# CI installs MuJoCo Warp from requirements.txt, so there a missing package is a failure, not a skip
+# MuJoCo Warp is an install of its own (requirements-warp.txt): without it this module skips, saying how to get it.
+# CI installs it, so there a missing package is a failure, not a skip.
+WARP_MISSING = "MuJoCo Warp not installed: pip install -r requirements-warp.txt"
 if not os.environ.get("CI"):
-    pytest.importorskip("mujoco_warp")
+    pytest.importorskip("warp", reason=WARP_MISSING)
+    pytest.importorskip("mujoco_warp", reason=WARP_MISSING)
 from warp_envs import WarpVectorEnv  # noqa: E402
 
 NUM_WORLDS = 3
@@ -181,20 +184,25 @@ class TensorEnv:
                 torch.from_numpy(truncated), info)
 
 
-def test_torch_wrappers_match_gymnasium_vector_wrappers():
-    """CleanRL's wrapper chain in torch against Gymnasium's vector wrappers (the gymnasium/mujoco-batch backends'),
-    over the same Hopper envs and actions, 300 steps with many episode ends: observations, rewards, episode
-    statistics and the normalisation statistics agree to float rounding."""
+@pytest.mark.parametrize("norm_stats,num_members", [("shared", 1), ("per-env", 1), ("shared", 2)])
+def test_torch_wrappers_match_gymnasium_wrappers(norm_stats, num_members):
+    """CleanRL's wrapper chain in torch against Gymnasium's wrappers over the same Hopper envs and actions, 300 steps
+    with many episode ends: its vector wrappers (shared statistics), its single-env wrappers inside SyncVectorEnv
+    (per-env), and for two members of a population the numpy grouped wrappers (equal to two runs of Gymnasium's
+    vector wrappers, tests/test_env_backend.py). Observations, rewards, episode statistics and every group's
+    normalisation statistics agree to float rounding."""
     n, gamma = 5, 0.99
-    reference = make_envs("Hopper-v5", n, gamma, backend="mujoco-batch")
-    ours = CleanRLWrappers(TensorEnv(MujocoBatchEnv("Hopper-v5", n)), gamma)
+    reference = make_envs("Hopper-v5", n, gamma, norm_stats, num_members=num_members)
+    ours = CleanRLWrappers(TensorEnv(MujocoBatchEnv("Hopper-v5", n * num_members)), gamma, norm_stats, num_members)
     obs_ref, _ = reference.reset(seed=3)
     obs_ours, _ = ours.reset(seed=3)
     np.testing.assert_allclose(obs_ours.numpy(), obs_ref, rtol=1e-6, atol=1e-6)
     rng = np.random.default_rng(0)
     episodes = 0
     for step in range(300):
-        action = rng.normal(0, 1.5, size=(n, 3)).astype(np.float32)  # beyond the action box: clipping matters
+        if step == 250:  # the per-env discounted return outlives a reset of the vector env, the shared one does not
+            np.testing.assert_allclose(ours.reset()[0].numpy(), reference.reset()[0], rtol=1e-5, atol=1e-5)
+        action = rng.normal(0, 1.5, size=(n * num_members, 3)).astype(np.float32)  # beyond the action box: clipping matters
         obs_ref, reward_ref, terminated_ref, truncated_ref, info = reference.step(action)
         obs_ours, reward_ours, terminated, truncated, info_ours = ours.step(torch.from_numpy(action))
         np.testing.assert_allclose(obs_ours.numpy(), obs_ref, rtol=1e-5, atol=1e-5, err_msg=f"step {step}")
@@ -206,9 +214,44 @@ def test_torch_wrappers_match_gymnasium_vector_wrappers():
             np.testing.assert_allclose(info_ours["episode_return"].numpy()[done], info["episode"]["r"][done], rtol=1e-12)
             np.testing.assert_array_equal(info_ours["episode_length"].numpy()[done], info["episode"]["l"][done])
     assert episodes > 20
+    # per env, each statistic takes one float64 value at a time on either side; shared ones are float32 returns'
+    # means, summed in float32 by NumPy, in float64 here
     stats_ref, stats_ours = get_norm_stats(reference), ours.norm_stats()
     for key in stats_ref:
-        np.testing.assert_allclose(stats_ours[key], stats_ref[key], rtol=1e-6, err_msg=key)
+        assert stats_ours[key].shape == stats_ref[key].shape, key
+        np.testing.assert_allclose(stats_ours[key], stats_ref[key], rtol=1e-9 if norm_stats == "per-env" else 1e-6, err_msg=key)
+    if num_members > 1:
+        for key, value in ours.norm_stats(member=1).items():
+            np.testing.assert_array_equal(value, stats_ours[key][1:], err_msg=key)
+
+
+@pytest.mark.parametrize("norm_stats", ["shared", "per-env"])
+def test_warp_population_member_is_a_single_run(norm_stats):
+    """Two members of a warp population on Warp's CPU device: member 1 steps as a single run of its seed, bit for
+    bit, resets included; its state, taken mid-run and put into a fresh single run, continues it; a row of
+    statistics per member or per env."""
+    population = make_envs("Hopper-v5", 2, 0.99, norm_stats, backend="warp", num_members=2)
+    single, fresh = (make_envs("Hopper-v5", 2, 0.99, norm_stats, backend="warp") for _ in range(2))
+    population.reset(seed=[1, 2, 11, 12])
+    single.reset(seed=11)
+    fresh.reset(seed=5)
+    actions = torch.rand(45, 4, 3, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
+    ended = 0
+    for step, action in enumerate(actions):
+        if step == 30:
+            set_env_state(fresh, env_state(population, member=1))
+        got, want = population.step(action)[:4], single.step(action[2:])[:4]
+        stacks = [want] + ([fresh.step(action[2:])[:4]] if step >= 30 else [])
+        for other in stacks:
+            for x, y in zip(got, other):
+                assert torch.equal(x[2:], y), step
+        ended += int((want[2] | want[3]).sum())
+    assert ended > 0
+    stats, member = get_norm_stats(population), get_norm_stats(population, member=1)
+    for key, value in get_norm_stats(single).items():
+        assert stats[key].shape[0] == 2 * len(value)
+        np.testing.assert_array_equal(member[key], value, err_msg=key)
+        np.testing.assert_array_equal(get_norm_stats(fresh)[key], value, err_msg=key)
 
 
 # Humanoid falls within ~20 steps of a fresh policy, so episodes end, reset and get logged on both sides of the stop

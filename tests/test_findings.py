@@ -1,0 +1,142 @@
+"""findings.py on synthetic data frames whose answers are known by construction."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from conftest import ROOT  # noqa: F401  (puts the repository on sys.path)
+import findings
+from findings import check_findings, distinct_runs, finding_verdicts, returns_at_common_step
+
+FLAGS = "eval_every=0;kl_every=1;norm_stats=shared;total_timesteps=3000000"
+
+
+def frames(specs, evals=()):
+    """specs: dicts with sweep, env, shape (N_env, N_rollout), size, seed, ret (the return at `last`, reached
+    linearly from 0 at step 0), last (the run's last episode step), kl (mean sequential KL), frac (decreasing
+    reference-KL fraction). evals: (run, step, return) triples."""
+    runs, returns, kl = [], [], []
+    for s in specs:
+        (n, m), env = s["shape"], s.get("env", "HalfCheetah-v5")
+        run = s.get("run", f"{env}__{n}x{m}__mb{s['size']}__s{s['seed']}")
+        runs.append(dict(sweep=s["sweep"], run=run, env_id=env, num_envs=n, num_steps=m, seed=s["seed"],
+                         num_minibatches=n * m // s["size"], minibatch_size=s["size"], num_iterations=60,
+                         wall_time_s=1.0, kl_every=1, norm_stats="shared", eval_every=0, flags=FLAGS))
+        last = s.get("last", 3e6)
+        returns += [dict(run=run, step=0.0, episodic_return=0.0), dict(run=run, step=last, episodic_return=s["ret"])]
+        kl.append(dict(run=run, iteration=1, global_step=50000, seq_kl_mean=s.get("kl", 1e-5), ref_kl_start=1e-2,
+                       ref_kl_decrease_frac=s.get("frac", 1.0), gamma_D=0.99, gamma_D_per_pct=0.95))
+    evals = pd.DataFrame(list(evals), columns=["run", "step", "eval_return"])
+    return pd.DataFrame(runs), pd.DataFrame(returns).drop_duplicates(), evals, pd.DataFrame(kl).drop_duplicates()
+
+
+def minibatch(sizes, seeds, ret, kl=lambda size, seed: 1e-5, frac=1.0, env="HalfCheetah-v5"):
+    return [dict(sweep="minibatch", env=env, shape=(500, 100), size=size, seed=seed, ret=ret(size, seed),
+                 kl=kl(size, seed), frac=frac) for size in sizes for seed in seeds]
+
+
+def row(rows, finding, env="HalfCheetah-v5", which=0):
+    return [r for r in rows if r["finding"] == finding and r["env"] == env][which]
+
+
+def check(specs, shapes=((1000, 50), (100, 500)), evals=()):
+    runs, returns, ev, kl = frames(specs, evals)
+    return check_findings(runs, returns, ev, kl, shapes)
+
+
+def test_findings_that_hold_by_construction():
+    # 4 seeds; size 50 far worse, sequential KL falling with the size, reference KL always decreasing
+    rows = check(minibatch((50, 250, 1000), (1, 2, 3, 4), ret=lambda size, seed: size + 10 * seed,
+                           kl=lambda size, seed: 1e-3 / size * (1 + 0.01 * seed)))
+    one, two, three = row(rows, 1), row(rows, 2), row(rows, 3)
+    assert one["verdict"] == "holds" and one["estimate"] == pytest.approx(50 - 1000) and one["high"] < 0
+    assert two["verdict"] == "holds" and two["estimate"] == 1.0
+    assert three["verdict"] == "holds" and three["estimate"] == -1 and three["settings"] == 3
+    assert one["seeds"] == 4 and one["why"] == ""
+
+
+def test_findings_that_fail_by_construction():
+    rows = check(minibatch((50, 1000), (1, 2, 3, 4), ret=lambda size, seed: 5000 - size + seed, frac=0.6)
+                 + [dict(sweep="env_rollout", shape=shape, size=1000, seed=seed, ret=r + seed, kl=1e-5, frac=0.6)
+                    for shape, r in (((1000, 50), 500), ((100, 500), 1000)) for seed in (1, 2, 3, 4)])
+    assert row(rows, 1)["verdict"] == "does not hold" and row(rows, 1)["low"] > 0
+    assert row(rows, 2)["verdict"] == "does not hold" and row(rows, 2)["estimate"] == pytest.approx(0.6)
+    returns4, kl4 = row(rows, 4, which=0), row(rows, 4, which=1)
+    assert returns4["verdict"] == "does not hold"  # 500 against 1000: 50% apart, the band is 20%
+    assert returns4["estimate"] == pytest.approx((502.5 - 1002.5) / 1002.5)
+    assert kl4["verdict"] == "holds" and kl4["estimate"] == pytest.approx(1.0)
+    assert finding_verdicts(rows)[4] == {"HalfCheetah-v5": "does not hold"}
+
+
+def test_inconclusive_findings():
+    # the same clear effect as above, but from 2 seeds: inconclusive, though the interval alone would hold
+    rows = check(minibatch((50, 1000), (1, 2), ret=lambda size, seed: size + seed))
+    one = row(rows, 1)
+    assert one["verdict"] == "inconclusive" and one["reading"] == "holds" and "2 seeds" in one["why"]
+    # 2 minibatch sizes: a rank correlation is +-1 by construction, whatever the seeds
+    assert row(rows, 3)["verdict"] == "inconclusive" and "2 settings" in row(rows, 3)["why"]
+    # 4 seeds whose noise hides the effect: the interval straddles 0
+    noise = {50: [600, -600, 600, -600], 1000: [600, 600, -600, -600]}  # not shared by a seed's two runs
+    noisy = check(minibatch((50, 1000), (1, 2, 3, 4), ret=lambda size, seed: size / 10 + noise[size][seed - 1]))
+    assert row(noisy, 1)["verdict"] == "inconclusive" and row(noisy, 1)["low"] < 0 < row(noisy, 1)["high"]
+    assert row(noisy, 1)["why"] == "the interval straddles the threshold"
+
+
+def test_a_run_shared_by_two_sweeps_is_counted_once():
+    seeds = (1, 2, 3)
+    specs = minibatch((50, 1000), seeds, ret=lambda size, seed: {50: 100, 1000: 900}[size] + seed,
+                      kl=lambda size, seed: {50: 3e-5, 1000: 1e-5}[size], frac=0.5)
+    shared = [dict(s, sweep="env_rollout") for s in specs if s["size"] == 1000]  # copied into the other sweep
+    renamed = [dict(shared[0], run="HalfCheetah-v5__500x100__mb1000__s1__copy")]  # the same run under a new name
+    other = [dict(sweep="env_rollout", shape=(100, 500), size=1000, seed=seed, ret=500 + seed, kl=2e-5, frac=1.0)
+             for seed in seeds]
+    runs, returns, evals, kl = frames(specs + shared + renamed + other)
+    assert len(runs) == 13 and len(distinct_runs(runs)) == 9
+    rows = check_findings(runs, returns, evals, kl, ((1000, 50), (100, 500)))
+    # finding 2 over the distinct runs: 3 settings with fractions 0.5, 0.5 and 1.0 (0.625 if the shared setting
+    # counted twice)
+    assert row(rows, 2)["estimate"] == pytest.approx(2 / 3) and row(rows, 2)["settings"] == 3
+    # finding 5 over 3 settings: returns 100 / 900 / 500 against KL 3e-5 / 1e-5 / 2e-5: rank correlation -1
+    five = row(rows, 5)
+    assert five["settings"] == 3 and five["estimate"] == pytest.approx(-1) and five["verdict"] == "does not hold"
+    assert findings.report(runs, findings.settings_table(runs, returns, evals, kl, pd.DataFrame(
+        columns=["run", "phase", "iteration"])), rows).startswith("9 distinct runs")
+
+
+def test_runs_ending_at_different_steps_are_compared_at_a_common_step():
+    # HalfCheetah's staircase: 1000 x 50 ends its last episodes at 2.0M, 100 x 500 at 2.9M; returns grow linearly
+    specs = [dict(sweep="env_rollout", shape=shape, size=1000, seed=seed, ret=ret + seed, last=last)
+             for shape, ret, last in (((1000, 50), 600, 2.0e6), ((100, 500), 1160, 2.9e6)) for seed in (1, 2, 3)]
+    runs, returns, evals, kl = frames(specs)
+    at, step, kind = returns_at_common_step(runs.run, returns, evals)
+    assert step == 2.0e6 and kind == "training"
+    assert at["HalfCheetah-v5__100x500__mb1000__s1"] == pytest.approx(1161 * 2.0 / 2.9)
+    four = row(check(specs), 4)
+    assert four["step"] == 2.0e6
+    a, b = 602, 1162 * 2.0 / 2.9  # seed means at 2.0M: 800 against 602, not 1162 against 602
+    assert four["estimate"] == pytest.approx((a - b) / b)
+    # with evaluations, the last evaluation every run has: 100 x 500 evaluated on at 3M, 1000 x 50 up to 2M
+    evals = [(r, s, s / 1e4 + i) for i, r in enumerate(runs.run) for s in (1e6, 2e6, 3e6)
+             if not (s == 3e6 and "1000x50" in r)]
+    at, step, kind = returns_at_common_step(runs.run, returns, pd.DataFrame(evals, columns=["run", "step", "eval_return"]))
+    assert (step, kind) == (2e6, "evaluation") and at.iloc[-1] == 200 + len(runs) - 1
+    assert row(check(specs, evals=evals), 4)["kind"] == "evaluation"
+
+
+def test_intervals_are_scipy_bootstrap_over_seeds():
+    values = np.array([3.0, 1.0, 4.0, 1.5, 5.0])
+    estimate, low, high = findings.bootstrap([values[:, None]], lambda m: m.mean(-2)[..., 0])
+    direct = stats.bootstrap((values,), np.mean, n_resamples=findings.RESAMPLES, method="percentile", rng=0)
+    assert estimate == values.mean()
+    assert (low, high) == pytest.approx((direct.confidence_interval.low, direct.confidence_interval.high))
+
+
+def test_interval_readings_and_summary_lines():
+    read = findings.read_interval
+    assert [read(-2, -1, ("below", 0)), read(1, 2, ("below", 0)), read(-1, 1, ("below", 0))] == \
+           ["holds", "does not hold", "inconclusive"]
+    assert [read(0.1, 0.3, ("within", -0.2, 0.2)), read(0.3, 0.4, ("within", -0.2, 0.2)),
+            read(-0.1, 0.1, ("within", -0.2, 0.2))] == ["inconclusive", "does not hold", "holds"]
+    rows = [dict(finding=1, env="A", verdict="holds"), dict(finding=1, env="B", verdict="inconclusive")]
+    line = findings.summary_lines(rows, ["A", "B", "C"])[0]
+    assert "held in 1 of 2 envs tested (A: holds, B: inconclusive); not testable in C" in line
