@@ -51,6 +51,26 @@ def tiny_run(tmp_path_factory):
     return run_dir
 
 
+# A tiny real Hopper-v5 run whose hoppers fall within a few dozen steps: episodes end and get logged, and the reset
+# steps after them leave the batch, so minibatches are padded. A fixed seed, the reference backend and the CPU
+# (--no-cuda), so that tests/replay.py can train it again in the test process, bit for bit.
+HOPPER_RUN = [*TINY, "--env-id", "Hopper-v5", "--env-backend", "gymnasium", "--seed", "3", "--no-cuda",
+              "--kl-save-snapshots", "--save-model", "--eval-every", "1", "--eval-episodes", "2"]
+
+
+@pytest.fixture(scope="session")
+def hopper_run(tmp_path_factory):
+    _, run_dir = run_script(tmp_path_factory.mktemp("hopper") / "runs", "hopper", *HOPPER_RUN)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def hopper_replay(hopper_run):
+    """hopper_run's iterations trained again in this process (tests/replay.py)."""
+    from replay import replay
+    return replay(hopper_run)
+
+
 def run_sweep(script, *flags, check=True):
     proc = subprocess.run(["bash", os.path.join(ROOT, script), *flags], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHON": sys.executable})

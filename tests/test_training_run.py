@@ -9,6 +9,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from conftest import TINY, load_args, load_kl, run_script
 from ppo_continuous_kl import Agent
+from test_resume import scalars
 
 
 def test_kl_files_hold_one_profile_per_iteration(tiny_run):
@@ -42,40 +43,97 @@ def test_snapshots_recompute_the_logged_kl(tiny_run):
         np.testing.assert_allclose(f["ref_kl"], ref, rtol=1e-7, atol=1e-14)
 
 
-def test_last_snapshot_is_the_trained_policy(tiny_run):
-    saved = torch.load(os.path.join(tiny_run, "ppo_continuous_kl.pt"), weights_only=False)
-    agent = Agent(17, 6)
+def test_snapshots_are_the_policy_after_each_update(hopper_run, hopper_replay):
+    """Snapshot k of an iteration is the policy right after its k-th minibatch update (0: before the first),
+    as a replay of the run's updates one by one finds it."""
+    files = load_kl(hopper_run)
+    assert len(files) == len(hopper_replay) == 2
+    for f, replayed in zip(files, hopper_replay, strict=True):
+        it = replayed.iteration
+        # the replay is this run: the same rollout (fewer transitions than steps: reset steps left out) and states
+        np.testing.assert_array_equal(f["states"], replayed.states)
+        assert int(f["num_transitions"]) == len(f["states"]) < 128
+        assert len(f["means"]) == len(f["logstds"]) == replayed.num_updates + 1 == 41
+        # every update moves the policy, so a snapshot taken one update early or late cannot pass
+        for k in range(replayed.num_updates):
+            assert not np.array_equal(replayed.means[k], replayed.means[k + 1]), (it, k)
+            assert not np.array_equal(replayed.logstds[k], replayed.logstds[k + 1]), (it, k)
+        # bit for bit: the replay runs the same float32 operations on the same weights, one thread as the script
+        for k in range(len(f["means"])):
+            np.testing.assert_array_equal(f["means"][k], replayed.means[k], err_msg=f"iteration {it}, snapshot {k}")
+            np.testing.assert_array_equal(f["logstds"][k], replayed.logstds[k], err_msg=f"iteration {it}, snapshot {k}")
+
+
+def test_last_snapshot_is_the_trained_policy(hopper_run, hopper_replay):
+    saved = torch.load(os.path.join(hopper_run, "ppo_continuous_kl.pt"), weights_only=False)
+    agent = Agent(saved["obs_dim"], saved["act_dim"])
     agent.load_state_dict(saved["agent"])
-    last = load_kl(tiny_run)[-1]
+    first, last = load_kl(hopper_run)
+    # the last snapshot is the saved policy: its means on the iteration's states and its log-stds
     with torch.no_grad():
         means = agent.actor_mean(torch.as_tensor(last["states"])[None])[0]
     np.testing.assert_array_equal(last["means"][-1], means.numpy())
     np.testing.assert_array_equal(last["logstds"][-1], agent.layer("actor_logstd", agent.params)[0].detach().numpy())
-    # and the first snapshot of iteration 2 is the last of iteration 1 (the behaviour policy)
-    first = load_kl(tiny_run)[0]
-    assert not np.array_equal(first["means"][-1], last["means"][0])  # different state samples...
-    assert np.array_equal(first["logstds"][-1], last["logstds"][0])  # ...same policy
+    assert torch.equal(agent.params, hopper_replay[-1].params)  # which is what the replayed run ends with
+    # The first snapshot of iteration 2 is the policy iteration 1 ended with (the one that collected iteration 2's
+    # rollout), on iteration 2's own states: iteration 1's final weights, which recompute iteration 1's last snapshot.
+    behaviour = hopper_replay[0].params
+    with torch.no_grad():
+        on_first = agent.actor_mean(torch.as_tensor(first["states"])[None], behaviour)[0].numpy()
+        on_last = agent.actor_mean(torch.as_tensor(last["states"])[None], behaviour)[0].numpy()
+    np.testing.assert_array_equal(first["means"][-1], on_first)
+    np.testing.assert_array_equal(last["means"][0], on_last)
+    np.testing.assert_array_equal(first["logstds"][-1], agent.layer("actor_logstd", behaviour)[0].numpy())
+    np.testing.assert_array_equal(last["logstds"][0], first["logstds"][-1])
 
 
-def test_tensorboard_tags_args_and_summary(tiny_run):
-    events = EventAccumulator(tiny_run)
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
+def test_tensorboard_tags_args_and_summary(hopper_run):
+    logged = scalars(hopper_run)
     cleanrl_tags = {"charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
                     "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/old_approx_kl",
                     "losses/approx_kl", "losses/clipfrac", "losses/explained_variance"}
-    kl_tags = {"kl/seq_kl_mean", "kl/ref_kl_start", "kl/ref_kl_decrease_frac", "kl/gamma_D", "kl/num_updates"}
-    # a 4 x 32 run finishes no 1000-step HalfCheetah episode, so no episodic tags are expected here
-    assert (cleanrl_tags - {"charts/episodic_return", "charts/episodic_length"}) | kl_tags <= tags
-    kl_files = load_kl(tiny_run)
-    logged = [e.value for e in events.Scalars("kl/ref_kl_start")]
-    np.testing.assert_allclose(logged, [f["ref_kl"][0] for f in kl_files], rtol=1e-6)
-    assert [e.step for e in events.Scalars("kl/gamma_D")] == [128, 256]
-    args = load_args(tiny_run)
-    assert args["env_id"] == "HalfCheetah-v5" and args["minibatch_size"] == 32 and args["num_minibatches"] == 4
-    with open(os.path.join(tiny_run, "summary.json")) as f:
+    kl_tags = {"kl/seq_kl_mean", "kl/ref_kl_start", "kl/ref_kl_decrease_frac", "kl/gamma_D", "kl/gamma_D_per_pct",
+               "kl/num_updates"}
+    eval_tags = {"eval/episodic_return", "eval/episodic_length", "eval/episodic_returns"}
+    assert cleanrl_tags | kl_tags | eval_tags | {"eval/saved_model_episodic_return"} <= set(logged)
+    # once per iteration, at its global_step (the episodes: test_episode_tags_sit_at_the_env_steps_where_they_ended)
+    for tag in (cleanrl_tags - {"charts/episodic_return", "charts/episodic_length"}) | kl_tags:
+        assert [step for step, _ in logged[tag]] == [128, 256], tag
+    # --eval-every 1 --eval-episodes 2: a mean at each iteration's end, and each of its 2 episodes
+    for tag in ("eval/episodic_return", "eval/episodic_length"):
+        assert [step for step, _ in logged[tag]] == [128, 256], tag
+    assert [step for step, _ in logged["eval/episodic_returns"]] == [128, 128, 256, 256]
+    assert [step for step, _ in logged["eval/saved_model_episodic_return"]] == [0, 1]  # --save-model: per episode
+    kl_files = load_kl(hopper_run)
+    np.testing.assert_allclose([v for _, v in logged["kl/ref_kl_start"]], [f["ref_kl"][0] for f in kl_files], rtol=1e-6)
+    args = load_args(hopper_run)
+    assert args["env_id"] == "Hopper-v5" and args["minibatch_size"] == 32 and args["num_minibatches"] == 4
+    with open(os.path.join(hopper_run, "summary.json")) as f:
         summary = json.load(f)
-    assert summary["global_step"] == 256 and len(summary["eval_returns"]) == 1
+    assert summary["global_step"] == 256 and len(summary["eval_returns"]) == 2
+    np.testing.assert_allclose(summary["eval_returns"], [v for _, v in logged["eval/saved_model_episodic_return"]],
+                               rtol=1e-6)
+
+
+def test_episode_tags_sit_at_the_env_steps_where_they_ended(hopper_run, hopper_replay):
+    """Each finished episode logged once, at the env step of its end, global_step - batch_size + (step + 1) x
+    num_envs for rollout step `step` (the figures plot returns against these steps), with its length. The ends and
+    lengths come from the replayed rollouts' done flags, not from the script's episode bookkeeping."""
+    num_envs, num_steps = 4, 32
+    expected, length = [], np.zeros(num_envs, dtype=int)
+    for replayed in hopper_replay:
+        real = replayed.dones == 0  # a reset step (dones[t] = 1) is no step of any episode
+        ended = np.concatenate([replayed.dones[1:], replayed.next_done[None]]) == 1  # ended[t]: step t ended one
+        for t in range(num_steps):
+            length += real[t]
+            for env in np.flatnonzero(ended[t]):
+                expected.append((128 * (replayed.iteration - 1) + (t + 1) * num_envs, float(length[env])))
+                length[env] = 0
+    assert len(expected) >= 5 and {step > 128 for step, _ in expected} == {False, True}  # ends in both iterations
+    logged = scalars(hopper_run)
+    assert sorted(logged["charts/episodic_length"]) == sorted(expected)
+    # the returns at the same steps, one per episode
+    assert sorted(step for step, _ in logged["charts/episodic_return"]) == sorted(step for step, _ in expected)
 
 
 def test_console_and_working_directory_stay_clean(tiny_run):
