@@ -260,9 +260,13 @@ def read_data(folders):
 
 # ---- figures (they take data frames) ----
 
+# No creation date in the files: a figure redrawn from the same data is the same file, byte for byte
+UNDATED = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
+
+
 def save(fig, out, name, formats):
     for fmt in formats:
-        fig.savefig(os.path.join(out, f"{name}.{fmt}"), dpi=150)
+        fig.savefig(os.path.join(out, f"{name}.{fmt}"), dpi=150, metadata=UNDATED.get(fmt, {}))
     plt.close(fig)
 
 
