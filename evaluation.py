@@ -3,6 +3,8 @@
 import numpy as np
 import torch
 
+from vector_envs import get_norm_stats, set_norm_stats
+
 
 @torch.no_grad()
 def evaluate(agent, eval_envs, num_seeds, seeds, deterministic):
@@ -32,11 +34,17 @@ def evaluate(agent, eval_envs, num_seeds, seeds, deterministic):
     return returns.reshape(num_seeds, per_member), lengths.reshape(num_seeds, per_member)
 
 
-def eval_norm_stats(stats, num_seeds, num_envs, eval_per_member):
+def eval_norm_stats(stats, norm_stats, num_seeds, num_envs, eval_per_member):
     """The training statistics laid out for the eval envs: a member's one row each (shared statistics), or for
     eval env j of member m the row of training env m x num_envs + j mod num_envs (per-env statistics)."""
-    rows = len(stats["obs_mean"])
-    if rows == num_seeds:
+    if norm_stats == "shared":
         return stats
     take = [m * num_envs + j % num_envs for m in range(num_seeds) for j in range(eval_per_member)]
     return {k: v[take] for k, v in stats.items()}
+
+
+def freeze_training_stats(eval_envs, envs, norm_stats, num_seeds, num_envs):
+    """Puts the training envs' current statistics into the eval envs, frozen."""
+    per_member = eval_envs.num_envs // num_seeds
+    set_norm_stats(eval_envs, eval_norm_stats(get_norm_stats(envs), norm_stats, num_seeds, num_envs, per_member),
+                   frozen=True)

@@ -19,12 +19,11 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 from check_flags import check_args, parse_flags, use_compile
-from evaluation import eval_norm_stats, evaluate
+from evaluation import evaluate, freeze_training_stats
 from kl_profiling import SnapshotStore, sample_states
 from run_folder import (discard_kl_after, disk_need_bytes, fail, resolve_runs, resume_hint, rng_states,
                         save_checkpoint, save_npz_atomic, set_rng_states, stop_on_signals, write_tensorboard_layout)
-from vector_envs import (env_state, get_norm_stats, make_envs, quiet_mujoco, set_env_state,
-                         set_norm_stats)
+from vector_envs import env_state, get_norm_stats, make_envs, quiet_mujoco, set_env_state
 
 
 @dataclass
@@ -610,8 +609,7 @@ if __name__ == "__main__":
             line = ""
             if args.eval_every and (iteration % args.eval_every == 0 or iteration == args.num_iterations):
                 eval_start = time.time()
-                set_norm_stats(eval_envs, eval_norm_stats(get_norm_stats(envs), S, args.num_envs, args.eval_episodes),
-                               frozen=True)
+                freeze_training_stats(eval_envs, envs, args.norm_stats, S, args.num_envs)
                 eval_returns, eval_lengths = evaluate(agent, eval_envs, S, seeds, args.eval_deterministic)
                 log_evaluation(eval_returns, eval_lengths)
                 line = f" eval {eval_returns.mean():.1f} ({time.time() - eval_start:.1f} s)"
@@ -649,8 +647,7 @@ if __name__ == "__main__":
                 torch.save(dict(agent={"params": agent.params[m:m + 1].detach().cpu()}, obs_dim=obs_dim, act_dim=act_dim,
                                 norm_stats=get_norm_stats(envs, member=m), args=asdict(members[m])), model_path)
                 print(f"model saved to {model_path}")
-            set_norm_stats(eval_envs, eval_norm_stats(get_norm_stats(envs), S, args.num_envs, args.eval_episodes),
-                           frozen=True)
+            freeze_training_stats(eval_envs, envs, args.norm_stats, S, args.num_envs)
             eval_returns, _ = evaluate(agent, eval_envs, S, seeds, args.eval_deterministic)
             for m, writer in enumerate(writers):
                 for idx, episodic_return in enumerate(eval_returns[m]):

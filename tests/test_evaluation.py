@@ -24,7 +24,7 @@ def test_evaluation_freezes_the_statistics_and_leaves_training_alone():
         envs = stepped_envs(backend, num_members=2)
         train_stats = get_norm_stats(envs)
         eval_envs = make_envs("Hopper-v5", 4, 0.99, "per-env", backend=backend, num_members=2)
-        set_norm_stats(eval_envs, eval_norm_stats(train_stats, 2, 3, 4), frozen=True)
+        set_norm_stats(eval_envs, eval_norm_stats(train_stats, "per-env", 2, 3, 4), frozen=True)
         frozen = get_norm_stats(eval_envs)
         # eval env j of member m normalises with training env m x 3 + j mod 3's statistics
         np.testing.assert_array_equal(frozen["obs_mean"][5], train_stats["obs_mean"][3 + 1])
@@ -60,3 +60,12 @@ def test_eval_every_logs_at_equal_steps_and_does_not_change_training(tmp_path):
     for a, b in zip(load_kl(plain), load_kl(evaluated), strict=True):  # the training run is bit for bit the same
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_per_env_statistics_of_one_env_runs_reach_each_members_eval_envs():
+    """With one training env per member, per-env statistics have as many rows as members, like shared ones: the
+    eval envs of member m must still take member m's row, not row i of the population."""
+    stats = {"obs_mean": np.arange(3.0)[:, None]}  # members 0, 1, 2, one env each
+    laid_out = eval_norm_stats(stats, "per-env", 3, 1, 2)
+    np.testing.assert_array_equal(laid_out["obs_mean"][:, 0], [0, 0, 1, 1, 2, 2])
+    assert eval_norm_stats(stats, "shared", 3, 1, 2) is stats  # one group per member: the eval envs' layout too
