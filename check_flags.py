@@ -53,7 +53,7 @@ def use_compile(args):
         return False
     device_is_cuda = torch.cuda.is_available() and args.cuda
     if not device_is_cuda and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
-        print(f"--compile {args.compile}: no C++ compiler found (set CXX or install g++), so the loss runs eagerly",
+        print(f"--compile {args.compile}: no C++ compiler found (set CXX or install g++), so the update runs eagerly",
               file=sys.stderr, flush=True)
         return False
     return True
@@ -88,9 +88,10 @@ def check_args(args):
         if not ok:
             fail(f"--{flag.replace('_', '-')} must be {allowed}, got {getattr(args, flag)}")
 
-    for flag in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_threads", "env_threads", "kl_every",
+    for flag in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_threads", "kl_every",
                  "eval_episodes", "num_seeds"):
         need(flag, getattr(args, flag) > 0, "a positive integer")
+    need("env_threads", args.env_threads >= 0, "a non-negative integer (0: one per core)")
     need("checkpoint_every", args.checkpoint_every >= 0,
          "a non-negative integer (0: only before the first iteration and at the last)")
     need("eval_every", args.eval_every >= 0, "a non-negative integer (0: no evaluation during training)")

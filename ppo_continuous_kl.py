@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 import tyro
+from torch.optim.adam import adam
 from torch.utils.tensorboard import SummaryWriter
 
 from check_flags import check_args, parse_flags, use_compile
@@ -35,7 +36,7 @@ class Args:
     is next-step, and the reset step after each episode's end is left out of the batch (it is no transition), so a
     minibatch can hold a few samples fewer than the minibatch size; torch runs one CPU thread by default (two make
     these small networks several times slower on a 2-core CPU); the MuJoCo envs are stepped by mujoco.batch (the
-    same transitions bit for bit) and long runs compile their loss; actions are sampled from a generator per seed;
+    same transitions bit for bit) and long runs compile their minibatch update; actions are sampled from a generator per seed;
     saving the model (--save-model) also saves the normalisation statistics and evaluates with them frozen;
     evaluations during training (--eval-every) run on separate envs at equal env steps; a run checkpoints itself,
     every iteration by default, stops cleanly on SIGTERM/SIGINT and resumes exactly when rerun; upload_model and
@@ -47,7 +48,7 @@ class Args:
     seed: int = 1
     """seeds the run's generators and envs (env i gets seed + i)"""
     num_seeds: int = 1
-    """train the seeds seed, seed+1, ..., seed+S-1 in lockstep in one process: S independent runs (own envs, statistics, weights, optimiser, random streams, run folder), each the same algorithm as a single run of its seed, at a fraction of the cost per seed. With S > 1, a --run-name must contain {seed}"""
+    """train the seeds seed, seed+1, ..., seed+S-1 in lockstep in one process: S independent runs (own envs, statistics, weights, optimiser, random streams, run folder), each the same algorithm as a single run of its seed: on a GPU the way to fill the device, on a CPU about half the memory of S processes but no time per seed saved. With S > 1, a --run-name must contain {seed}"""
     torch_deterministic: bool = True
     """sets `torch.backends.cudnn.deterministic` (runs on a CPU repeat bit for bit either way)"""
     cuda: bool = True
@@ -77,7 +78,7 @@ class Args:
     num_threads: int = 1
     """torch intra-op CPU threads (CleanRL: torch's default, i.e. all cores)"""
     compile: Literal["auto", "on", "off"] = "auto"
-    """compile the minibatch loss with torch.compile, which speeds up small-minibatch updates after a one-off compile of about half a minute (on a CPU it needs a C++ compiler). auto: on when the run has at least 50,000 minibatch updates and a compiler is present, else off, saying why"""
+    """compile each minibatch update (loss, gradient, clipping, Adam step) into one graph with torch.compile, which makes small-minibatch updates about twice as fast after a one-off compile of about half a minute (on a CPU it needs a C++ compiler). auto: on when the run has at least 50,000 minibatch updates and a compiler is present, else off, saying why"""
     checkpoint_every: int = 1
     """write the run folder's checkpoint.pt before the first iteration, then every N iterations and at the last (0: only those two). It holds everything an exact resume needs: agent, optimiser, envs' simulation and normalisation state, all RNGs (its cost: docs/benchmarks.md)"""
     resume: bool = False
@@ -127,8 +128,8 @@ class Args:
     """observation/reward normalisation statistics: one running mean/var per env (CleanRL's, and the paper's), or one for all of a run's envs"""
     env_backend: Literal["auto", "gymnasium", "mujoco-batch", "warp"] = "auto"
     """who steps the envs. auto: mujoco-batch for the envs it supports, else gymnasium. gymnasium: Gymnasium's SyncVectorEnv (the reference). mujoco-batch: MuJoCo's batched stepping (mujoco.batch), several times faster and equal to gymnasium bit for bit, for HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5 and Humanoid-v5. warp: MuJoCo Warp on the training device (a GPU; Warp's CPU device is slow), in float32 and with the wrappers in torch, for HalfCheetah-v5, Hopper-v5, Walker2d-v5 and Humanoid-v5 (with Newton in place of its PGS solver; Ant-v5 refused); needs pip install -r requirements-warp.txt, and its kernels compile on first use (about a minute, cached in ~/.cache/warp)"""
-    env_threads: int = 1
-    """threads of --env-backend mujoco-batch; one per core is fastest for a single run (sweeps already run one job per core)"""
+    env_threads: int = 0
+    """threads of --env-backend mujoco-batch (0: one per core this process may use, at most one per env; the sweeps give each run one core's worth, as they run one per core)"""
 
     # KL profiling
     kl: bool = True
@@ -206,23 +207,25 @@ class Agent(nn.Module):
         params = self.params if params is None else params
         return mlp(x, [self.layer(f"actor_mean.{i}", params) for i in (0, 2, 4)])
 
-    def get_value(self, x):
-        return mlp(x, [self.layer(f"critic.{i}", self.params) for i in (0, 2, 4)]).squeeze(-1)
+    def get_value(self, x, params=None):
+        params = self.params if params is None else params
+        return mlp(x, [self.layer(f"critic.{i}", params) for i in (0, 2, 4)]).squeeze(-1)
 
-    def get_action_and_value(self, x, action=None, generators=None):
+    def get_action_and_value(self, x, action=None, generators=None, params=None):
         """On x [S, B, obs]: actions (sampled from each member's generator unless given), their log-probabilities,
-        the policy's entropy and the values, each [S, B, ...]. The Gaussian is written out rather than built as a
-        torch.distributions object: the same expressions, without the per-call overhead that dominates small
-        minibatch updates."""
-        action_mean = self.actor_mean(x)
-        action_logstd = self.layer("actor_logstd", self.params).unsqueeze(1).expand_as(action_mean)
+        the policy's entropy and the values, each [S, B, ...], of the weights `params` if given. The Gaussian is
+        written out rather than built as a torch.distributions object: the same expressions, without the per-call
+        overhead that dominates small minibatch updates."""
+        params = self.params if params is None else params
+        action_mean = self.actor_mean(x, params)
+        action_logstd = self.layer("actor_logstd", params).unsqueeze(1).expand_as(action_mean)
         action_std = torch.exp(action_logstd)
         if action is None:
             noise = torch.stack([torch.randn(action_mean.shape[1:], generator=g, device=x.device) for g in generators])
             action = action_mean + action_std * noise
         logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - action_logstd - math.log(math.sqrt(2 * math.pi))
         entropy = 0.5 + 0.5 * math.log(2 * math.pi) + action_logstd
-        return action, logprob.sum(-1), entropy.sum(-1), self.get_value(x)
+        return action, logprob.sum(-1), entropy.sum(-1), self.get_value(x, params)
 
 
 @dataclass
@@ -326,14 +329,15 @@ def minibatch_indices(counts, num_minibatches, length, generators):
     return indices, None if bool(mask.all()) else mask.float()
 
 
-def ppo_loss(agent, obs, actions, old_logprobs, advantages, returns, old_values, mask, args):
-    """CleanRL's clipped surrogate + clipped value loss on one minibatch. Written for one run; tensors carry a
-    leading member axis [S, B, ...], and every mean is over the member's own samples (`mask`: its real ones when
-    minibatches are padded), so each member's loss [S] is what a single run computes."""
+def ppo_loss(agent, obs, actions, old_logprobs, advantages, returns, old_values, mask, args, params=None):
+    """CleanRL's clipped surrogate + clipped value loss on one minibatch, of the agent's weights or `params`.
+    Written for one run; tensors carry a leading member axis [S, B, ...], and every mean is over the member's own
+    samples (`mask`: its real ones when minibatches are padded), so each member's loss [S] is what a single run
+    computes."""
     def mean(x):
         return x.mean(-1) if mask is None else (x * mask).sum(-1) / mask.sum(-1)
 
-    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions, params=params)
     logratio = newlogprob - old_logprobs
     ratio = logratio.exp()
     with torch.no_grad():
@@ -363,6 +367,37 @@ def clip_grad_norm_per_member(grad, max_norm):
     """nn.utils.clip_grad_norm_ for each member on its own: grad [S, P], each row scaled to global norm <= max_norm."""
     norm = torch.linalg.vector_norm(grad, dim=1)
     grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0).unsqueeze(1))
+
+
+def minibatch_update(agent, optimizer, minibatch, mask, args):
+    """One update of every member on its minibatch: the gradient of its own loss (the members' weights are
+    disjoint, so the gradient of the summed loss is each member's own), clipped to its own global norm, then one
+    Adam step."""
+    loss, stats = ppo_loss(agent, *minibatch, mask, args)
+    optimizer.zero_grad()
+    loss.sum().backward()
+    clip_grad_norm_per_member(agent.params.grad, args.max_grad_norm)
+    optimizer.step()
+    return loss.detach(), stats
+
+
+@torch.no_grad()
+def minibatch_update_graph(agent, optimizer, minibatch, mask, args):
+    """minibatch_update written for torch.compile to make one graph of: the gradient from torch.func.grad and the
+    step from torch's functional Adam on the optimizer's own state, where backward() and optimizer.step() would
+    each break the graph. Compiled, it costs about half of minibatch_update with a compiled loss (docs/benchmarks.md);
+    eagerly, more than minibatch_update."""
+    def summed_loss(params):
+        loss, stats = ppo_loss(agent, *minibatch, mask, args, params=params)
+        return loss.sum(), (loss, stats)
+
+    grad, (loss, stats) = torch.func.grad(summed_loss, has_aux=True)(agent.params)
+    clip_grad_norm_per_member(grad, args.max_grad_norm)
+    group, state = optimizer.param_groups[0], optimizer.state[agent.params]
+    adam([agent.params], [grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]], foreach=False,
+         amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"], weight_decay=0.0,
+         eps=group["eps"], maximize=False)
+    return loss, stats
 
 
 def hms(seconds):
@@ -397,16 +432,17 @@ if __name__ == "__main__":
 
     # environments: member m's num_envs envs are envs m x num_envs ... (m + 1) x num_envs - 1 of one vector env
     quiet_mujoco()
+    env_threads = args.env_threads or min(len(os.sched_getaffinity(0)), S * args.num_envs)
     envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, args.capture_video, run_dirs[0],
-                     args.env_backend, args.env_threads, device, num_members=S)
+                     args.env_backend, env_threads, device, num_members=S)
     eval_envs = make_envs(args.env_id, args.eval_episodes, args.gamma, args.norm_stats, backend=args.env_backend,
-                          env_threads=args.env_threads, device=device, num_members=S) if args.eval_every or args.save_model else None
+                          env_threads=env_threads, device=device, num_members=S) if args.eval_every or args.save_model else None
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
 
     agent = Agent(obs_dim, act_dim, generators, device)
-    # Adam and the clipping as CleanRL's, in a few fused kernels: the small-minibatch updates are overhead-bound.
+    # Adam as CleanRL's, one fused kernel; the small-minibatch updates are overhead-bound
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    minibatch_loss = torch.compile(ppo_loss) if use_compile(args) else ppo_loss
+    update_minibatch = torch.compile(minibatch_update_graph) if use_compile(args) else minibatch_update
     num_updates_max = args.update_epochs * args.num_minibatches
     kl_states = args.kl_num_states or args.batch_size
     store = SnapshotStore(num_updates_max, args.kl_every, S, kl_states, agent.params[:, :agent.actor_size], act_dim,
@@ -414,7 +450,7 @@ if __name__ == "__main__":
     print(f"{run_dirs[0] if S == 1 else f'{len(run_dirs)} runs: ' + ', '.join(run_dirs)}: {args.env_id} on {device} "
           f"({args.env_backend}), {args.num_envs} envs x {args.num_steps} steps, {args.num_minibatches} minibatches x "
           f"{args.minibatch_size} x {args.update_epochs} epochs, {args.num_iterations} iterations"
-          + (", compiled loss" if minibatch_loss is not ppo_loss else "")
+          + (", compiled update" if update_minibatch is not minibatch_update else "")
           + (f", {S} seeds in lockstep" if S > 1 else "") + (f", KL store {store.nbytes() / 2**20:.0f} MiB" if store else ""),
           flush=True)
 
@@ -439,11 +475,11 @@ if __name__ == "__main__":
                  f"--env-backend warp run resumes only there (its simulation state and RNG are the device's), not on {device.type}")
         with torch.no_grad():
             agent.params.copy_(torch.cat([c["agent"]["params"] for c in checkpoints]))
-        adam = checkpoints[0]["optimizer"]  # the members' moments stacked back; step count and groups are shared
-        if adam["state"]:
-            adam["state"][0] |= {k: torch.cat([c["optimizer"]["state"][0][k] for c in checkpoints])
-                                 for k in ("exp_avg", "exp_avg_sq")}
-        optimizer.load_state_dict(adam)
+        adam_state = checkpoints[0]["optimizer"]  # the members' moments stacked back; step count and groups are shared
+        if adam_state["state"]:
+            adam_state["state"][0] |= {k: torch.cat([c["optimizer"]["state"][0][k] for c in checkpoints])
+                                       for k in ("exp_avg", "exp_avg_sq")}
+        optimizer.load_state_dict(adam_state)
         for m, c in enumerate(checkpoints):
             set_env_state(envs, c["envs"], member=m)
             set_rng_states(c["rngs"], kl_generators[m], generators[m])
@@ -453,15 +489,18 @@ if __name__ == "__main__":
         elapsed_s, iteration_wall_s = checkpoints[0]["wall_time_s"], checkpoints[0]["iteration_wall_s"]
         print(f"resuming {', '.join(run_dirs)} after iteration {checkpointed} (step {global_step}) from "
               f"{'its checkpoint' if S == 1 else 'their checkpoints'}", flush=True)
+    if not optimizer.state:  # torch makes Adam's state at its first step; the compiled update needs it before
+        optimizer.state[agent.params] = dict(step=torch.zeros((), device=device), exp_avg=torch.zeros_like(agent.params),
+                                             exp_avg_sq=torch.zeros_like(agent.params))
     start_time = time.time() - elapsed_s
     session_wall_s = []
 
     def write_checkpoints(iteration):
         """One checkpoint per member, each what a single run of its seed would hold."""
-        adam = optimizer.state_dict()
+        adam_state = optimizer.state_dict()
         for m in range(S):
-            member_adam = dict(param_groups=adam["param_groups"], state={0: {
-                k: (v[m:m + 1].clone() if k != "step" else v) for k, v in adam["state"][0].items()}} if adam["state"] else {})
+            member_adam = dict(param_groups=adam_state["param_groups"], state={0: {
+                k: (v[m:m + 1].clone() if k != "step" else v) for k, v in adam_state["state"][0].items()}})
             save_checkpoint(checkpoint_paths[m], dict(
                 format=2, args=asdict(members[m]) | {"run_name": run_names[m]}, iteration=iteration,
                 global_step=global_step, wall_time_s=time.time() - start_time,
@@ -518,10 +557,11 @@ if __name__ == "__main__":
             if stop_signals and checkpointed == iteration - 1:
                 stop_for_signal()
             iteration_start = time.time()
-            # linear learning-rate decay: the first iteration at the full rate, the last at 1/num_iterations of it
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / args.num_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+            # linear learning-rate decay: the first iteration at the full rate, the last at 1/num_iterations of it.
+            # A float64 CPU tensor, which Adam takes as it takes the float, and a compiled update reads without
+            # compiling again
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations if args.anneal_lr else 1.0
+            optimizer.param_groups[0]["lr"] = torch.tensor(frac * args.learning_rate, dtype=torch.float64)
 
             next_obs, next_done, episodes = collect_rollout(envs, agent, rollout, next_obs, next_done, generators)
             if args.env_backend == "warp" and (problem := envs.physics_problem()):
@@ -549,13 +589,9 @@ if __name__ == "__main__":
                 indices, masks = minibatch_indices(counts, args.num_minibatches, args.minibatch_size, generators)
                 shuffled = [x[members_index, indices] for x in batch]
                 for minibatch in range(args.num_minibatches):
-                    loss, stats = minibatch_loss(agent, *(x[minibatch] for x in shuffled),
-                                                 None if masks is None else masks[minibatch], args)
-                    optimizer.zero_grad()
-                    loss.sum().backward()  # the members' weights are disjoint: each gets its own loss's gradient
-                    clip_grad_norm_per_member(agent.params.grad, args.max_grad_norm)
-                    optimizer.step()
-                    update_losses[update] = loss.detach()
+                    loss, stats = update_minibatch(agent, optimizer, [x[minibatch] for x in shuffled],
+                                                   None if masks is None else masks[minibatch], args)
+                    update_losses[update] = loss
                     clipfrac_sum += stats["clipfrac"]
                     update += 1
                     if args.kl:
@@ -583,7 +619,7 @@ if __name__ == "__main__":
                     episode_step = global_step - args.batch_size + (step + 1) * args.num_envs
                     writer.add_scalar("charts/episodic_return", episodic_return, episode_step)
                     writer.add_scalar("charts/episodic_length", episodic_length, episode_step)
-                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"].item(), global_step)
                 for name in ("value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl"):
                     writer.add_scalar(f"losses/{name}", stats[name][m].item(), global_step)
                 writer.add_scalar("losses/clipfrac", (clipfrac_sum[m] / update).item(), global_step)

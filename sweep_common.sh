@@ -12,7 +12,7 @@ EXTRA=()
 NORM_STATS=per-env
 # every 2 iterations = every 100,000 env steps at the sweeps' 50,000-step batches: every setting at the same steps
 EVAL_EVERY=2
-SEEDS_PER_PROCESS=1
+SEEDS_PER_PROCESS=auto
 PROGRESS_EVERY=60
 LAUNCHER=local
 PARTITION=""
@@ -112,8 +112,11 @@ training_command() {
   local argv=("$PYTHON" "$HERE/ppo_continuous_kl.py" --env-id "$env" --seed "$2")
   (($3 == 1)) || argv+=(--num-seeds "$3")
   common_training_flags
+  # one core's worth of env threads a run: the local runner runs one per core, SLURM gives each --cpus-per-task
+  local env_threads=1
+  [[ $LAUNCHER == local ]] || env_threads=$CPUS_PER_TASK
   argv+=(--num-envs "$num_envs" --num-steps "$num_steps" --minibatch-size "$size" "${COMMON_FLAGS[@]}"
-    --run-name "$4" ${EXTRA[@]+"${EXTRA[@]}"})
+    --env-threads "$env_threads" --run-name "$4" ${EXTRA[@]+"${EXTRA[@]}"})
   CMD=$(printf '%q ' "${argv[@]}")
   CMD=${CMD% }
 }
@@ -155,8 +158,11 @@ common_usage() {
                           compare step for step; 0: no evaluation)
   --seeds-per-process K   train up to K consecutive seeds of a setting in one process, in lockstep (the training
                           script's --num-seeds; the run name is then passed with {seed}), into the usual run
-                          folders; a relaunch groups only the seeds not completed. Default: $SEEDS_PER_PROCESS, one
-                          process per run; a process of seeds A..B logs to ENV__..__sA-B.log
+                          folders; a relaunch groups only the seeds not completed; a process of seeds A..B logs to
+                          ENV__..__sA-B.log. all: every seed of a setting in one process. Default: auto, all when
+                          the runs get a GPU (local: nvidia-smi lists one; slurm: --gpus), else 1: on a CPU, a
+                          population costs each seed what a single run costs (README, How fast), and single runs
+                          spread over the cores
   --runs-dir DIR          where the run folders go (default: $RUNS_DIR)
   --jobs N                processes at a time (default: one per core, $(default_jobs) here, since a run is
                           single-threaded; under slurm: array tasks at a time, default no limit)
@@ -229,7 +235,18 @@ check_common_options() {
   esac
   [[ $EVAL_EVERY =~ ^(0|[1-9][0-9]{0,8})$ ]] ||
     error "--eval-every takes an integer >= 0 (iterations; 0: no evaluation), got '$EVAL_EVERY'"
-  check_positive_int --seeds-per-process "$SEEDS_PER_PROCESS"
+  case $SEEDS_PER_PROCESS in
+    all) SEEDS_PER_PROCESS=${#SEED_LIST[@]} ;;
+    auto)
+      SEEDS_PER_PROCESS=1
+      if { [[ $LAUNCHER == slurm && -n $GPUS ]]; } ||
+        { [[ $LAUNCHER == local ]] && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; }; then
+        SEEDS_PER_PROCESS=${#SEED_LIST[@]}
+      fi
+      ;;
+    *) [[ $SEEDS_PER_PROCESS =~ ^[1-9][0-9]{0,17}$ ]] ||
+      error "--seeds-per-process takes a positive integer, all or auto, got '$SEEDS_PER_PROCESS'" ;;
+  esac
   if ((SEEDS_PER_PROCESS > 1)); then
     # consecutive seeds share a process
     mapfile -t SEED_LIST < <(printf '%s\n' "${SEED_LIST[@]}" | sort -n)

@@ -11,7 +11,8 @@ and 5 iterations, compiled at minibatch 50 and eager at 1000 (the population's f
 For each minibatch size and S:
 - population: one process, --num-seeds S (seeds 1..S), from its start to its exit;
 - single runs: S processes, --seed 1 .. --seed S, all launched at once (they share this machine's cores, as a
-  sweep with one job per seed would), from the first start to the last exit.
+  sweep with one job per seed would, and as it does each gets its share of the cores' env threads:
+  --env-threads max(1, cores // S)), from the first start to the last exit.
 Per-seed steps/s = S x iterations x num_envs x num_steps / wall seconds; the ratio is the population's per-seed
 steps/s over the single runs' (equally: the single runs' wall time over the population's). Peak memory is the
 resident set size from each child's rusage: the population's one process, and for the single runs the largest
@@ -64,8 +65,9 @@ def main():
                           f"{S * steps / seconds:,.0f} steps/s per seed", flush=True)
                     if round_ == 1:
                         print(f"  population ran: {ours_setting(os.path.join(runs_dir, f'pop_{name}.log'))}", flush=True)
+                    share = ["--env-threads", str(max(1, len(os.sched_getaffinity(0)) // S))]
                     cmds = [ours_command(runs_dir, f"single_{name}_s{seed}", opts.num_envs, opts.num_steps, size,
-                                         opts.iterations, ["--seed", str(seed)]) for seed in range(1, S + 1)]
+                                         opts.iterations, ["--seed", str(seed)] + share) for seed in range(1, S + 1)]
                     seconds, peaks = run_together(cmds, runs_dir, [f"single_{name}_s{seed}.log"
                                                                    for seed in range(1, S + 1)])
                     singles[size, S].append((seconds, peaks))

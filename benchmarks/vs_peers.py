@@ -12,9 +12,10 @@ so that machine noise falls on all alike; the table shows the median over rounds
 ours (2.00x: ours takes half their time).
 
 - ours: ppo_continuous_kl.py at its default flags (KL profiling on, --env-backend auto, --compile auto, one torch
-  thread) on HalfCheetah-v5, plus --ours-flags. At 500 x 100 and 5 iterations, auto means the mujoco-batch env
-  backend, and a compiled loss at minibatch 50 (50,000 updates) but not at 1000 (2,500 updates); fewer iterations
-  at minibatch 50 run eagerly. The first line of its output, printed once per minibatch size, says which.
+  thread, --env-threads 0: one env thread per core) on HalfCheetah-v5, plus --ours-flags. At 500 x 100 and 5
+  iterations, auto means the mujoco-batch env backend, and a compiled update at minibatch 50 (50,000 updates)
+  but not at 1000 (2,500 updates); fewer iterations at minibatch 50 run eagerly. The first line of its output,
+  printed once per minibatch size, says which. Besides its env threads, its KL worker thread uses a second core.
 - CleanRL: its ppo_continuous_action.py on its own stack (Gymnasium 0.29.1, MuJoCo 2.3.7, so HalfCheetah-v4)
   with OMP_NUM_THREADS=1: with torch's default threads it is several times slower on a 2-core CPU.
 - SB3: PPO("MlpPolicy") on HalfCheetah-v5 in a DummyVecEnv under VecNormalize (observation and reward

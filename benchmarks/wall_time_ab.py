@@ -1,7 +1,7 @@
 """Wall-time ratio of two flag sets of ppo_continuous_kl.py on one setting, runs interleaved side by side.
 
     python benchmarks/wall_time_ab.py                                  # KL profiling: --kl against --no-kl
-    python benchmarks/wall_time_ab.py --a="--compile on" --b="--compile off"   # the compiled loss against eager
+    python benchmarks/wall_time_ab.py --a="--compile on" --b="--compile off"   # the compiled update against eager
     python benchmarks/wall_time_ab.py --num-envs 500 --minibatch-size 1000 --iterations 2
 
 Default setting: HalfCheetah-v5, 64 envs x 100 steps, minibatch size 50 (1,280 updates per iteration).

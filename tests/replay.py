@@ -53,7 +53,7 @@ def _replay(args):
     generators = [torch.Generator().manual_seed(args.seed)]  # weights, actions, minibatches
     kl_generators = [torch.Generator().manual_seed(args.seed)]  # KL states
     envs = make_envs(args.env_id, args.num_envs, args.gamma, args.norm_stats, backend=args.env_backend,
-                     env_threads=args.env_threads)
+                     env_threads=args.env_threads or 1)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, generators)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)

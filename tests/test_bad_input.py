@@ -33,7 +33,7 @@ CASES = [
     (["--env-backend", "warp", "--env-id", "Swimmer-v5"],
      "--env-backend warp supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, Humanoid-v5 (Gymnasium's defaults), "
      "got 'Swimmer-v5'"),
-    (["--env-threads", "0"], "--env-threads must be a positive integer"),
+    (["--env-threads", "-1"], "--env-threads must be a non-negative integer (0: one per core)"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be a non-negative integer"),
     (["--resume"], "--resume: "),  # nothing to resume in a fresh folder
 ]

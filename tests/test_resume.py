@@ -91,7 +91,9 @@ def assert_same_run(whole, cut):
 @pytest.mark.parametrize("flags,signum,stop_after", [
     (["--env-id", "Ant-v5", "--norm-stats", "per-env"], signal.SIGTERM, 3),
     (["--env-id", "Humanoid-v5", "--env-backend", "mujoco-batch", "--checkpoint-every", "3"], signal.SIGINT, 4),
-], ids=["Ant-gymnasium-per-env-SIGTERM", "Humanoid-mujoco-batch-every-3-SIGINT"])
+    # the compiled update steps the optimiser's state tensors in place; the resumed session compiles afresh
+    (["--env-id", "Hopper-v5", "--compile", "on"], signal.SIGTERM, 2),
+], ids=["Ant-gymnasium-per-env-SIGTERM", "Humanoid-mujoco-batch-every-3-SIGINT", "Hopper-compiled-SIGTERM"])
 def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, flags, signum, stop_after):
     whole, cut, _ = run_whole_and_stopped_then_resume(tmp_path, [*LONG, *flags], signum, stop_after)
     assert_same_run(whole, cut)

@@ -136,7 +136,8 @@ def test_bad_flags(script, flags, message):
     ("sweep_minibatch.sh", ["--norm-stats", "global"], "--norm-stats takes per-env or shared, got 'global'"),
     ("sweep_env_rollout.sh", ["--eval-every", "-1"], "--eval-every takes an integer >= 0 (iterations; 0: no evaluation), got '-1'"),
     ("sweep_env_rollout.sh", ["--eval-every", "often"], "--eval-every takes an integer >= 0 (iterations; 0: no evaluation), got 'often'"),
-    ("sweep_minibatch.sh", ["--seeds-per-process", "0"], "--seeds-per-process takes positive integers, got '0'"),
+    ("sweep_minibatch.sh", ["--seeds-per-process", "0"], "--seeds-per-process takes a positive integer, all or auto, got '0'"),
+    ("sweep_minibatch.sh", ["--seeds-per-process", "most"], "--seeds-per-process takes a positive integer, all or auto, got 'most'"),
     ("sweep_minibatch.sh", ["--progress-every", "0"], "--progress-every takes positive integers, got '0'"),
     ("sweep_minibatch.sh", ["--launcher", "slurm", "--progress-every", "5"], "--progress-every needs --launcher local"),
     # flags after -- that would override the sweep's own
@@ -183,7 +184,7 @@ def test_paper_defaults_and_their_flags():
         assert "which is what the paper\n                          ran" in text
         assert "--eval-every N          evaluate each run every N iterations" in text and "(default: 2, i.e. every 100,000" in text
         assert "every setting is evaluated at the same env steps" in text
-        assert "--seeds-per-process K" in text and "Default: 1, one" in text
+        assert "--seeds-per-process K" in text and "Default: auto, all when\n                          the runs get a GPU" in text
         assert "--progress-every S      local: a progress line every S seconds" in text
 
 
@@ -202,6 +203,34 @@ def processes(lines):
     commands = [shlex.split(line) for line in lines if not line.startswith("#")]
     return [(int(c[c.index("--seed") + 1]), int(c[c.index("--num-seeds") + 1]) if "--num-seeds" in c else None,
              c[c.index("--run-name") + 1]) for c in commands]
+
+
+def test_seeds_per_process_auto_groups_the_seeds_only_for_a_gpu(tmp_path):
+    """By default a setting's seeds share a process when the runs get a GPU, and on a CPU each runs alone."""
+    flags = ["--envs", "Ant-v5", "--sizes", "50", "--seeds", "1 2 3", "--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    name = "Ant-v5__500x100__mb50__s{}"
+    singles, population = [(s, None, name.format(s)) for s in (1, 2, 3)], [(1, 3, name.format("{seed}"))]
+    machines = {}
+    for machine, script in (("cpu", "echo 'NVIDIA-SMI has failed' >&2; exit 9"),
+                            ("gpu", "echo 'GPU 0: NVIDIA H200 (UUID: GPU-0)'")):
+        machines[machine] = tmp_path / machine
+        machines[machine].mkdir()
+        (machines[machine] / "nvidia-smi").write_text(f"#!/bin/sh\n{script}\n")
+        (machines[machine] / "nvidia-smi").chmod(0o755)
+
+    def plan(machine, *extra):
+        env = {**os.environ, "PYTHON": sys.executable, "PATH": f"{machines[machine]}:{os.environ['PATH']}"}
+        proc = subprocess.run(["bash", os.path.join(ROOT, "sweep_minibatch.sh"), *flags, *extra], cwd=ROOT,
+                              capture_output=True, text=True, env=env, check=True)
+        return proc.stdout.splitlines()
+
+    assert processes(plan("cpu")) == singles
+    assert processes(plan("gpu")) == population
+    assert processes(plan("cpu", "--seeds-per-process", "all")) == population
+    assert processes(plan("gpu", "--seeds-per-process", "1")) == singles
+    # under slurm the task's --gpus decides, not the submitting machine
+    assert "--array=0-0 " in plan("cpu", "--launcher", "slurm", "--gpus", "1")[0]
+    assert "--array=0-2 " in plan("gpu", "--launcher", "slurm")[0]
 
 
 def test_seeds_per_process_groups_consecutive_seeds(tmp_path):

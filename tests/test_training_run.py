@@ -196,12 +196,18 @@ def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_logs(tmp_path):
     assert not [f for f in os.listdir(os.path.join(run_dir, "kl")) if "tmp" in f]
 
 
-def test_compiled_loss_trains_like_eager(tiny_run, tmp_path):
+def test_compiled_update_trains_like_eager(tiny_run, tmp_path):
+    """The compiled update (loss, torch.func.grad, clipping and torch's functional Adam in one graph) is the eager
+    update: from iteration 1's rollout on, each snapshot differs from eager's by float32 rounding, a small fraction
+    of what one update moves the policy (a wrong step size, bias correction or clipping would move it by as much)."""
     _, compiled = run_script(tmp_path, "compiled", *TINY, "--kl-save-snapshots", "--compile", "on")
     eager, compiled = load_kl(tiny_run), load_kl(compiled)
-    # iteration 1 starts from the same rollout: same algorithm, differently fused float32 arithmetic
     np.testing.assert_array_equal(compiled[0]["states"], eager[0]["states"])
-    np.testing.assert_allclose(compiled[0]["means"], eager[0]["means"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(compiled[0]["ref_kl"], eager[0]["ref_kl"], rtol=1e-4, atol=1e-12)
+    for key in ("means", "logstds"):
+        drift = np.abs(compiled[0][key] - eager[0][key]).reshape(len(eager[0][key]), -1).max(axis=1)
+        moved = np.abs(np.diff(eager[0][key], axis=0)).reshape(len(eager[0][key]) - 1, -1).max(axis=1)
+        assert drift[0] == 0 and drift[1] < 1e-4 * moved[0], (key, drift[:2], moved[0])
+        assert drift.max() < 1e-2 * moved.min(), (key, drift.max(), moved.min())
+    np.testing.assert_allclose(compiled[0]["ref_kl"], eager[0]["ref_kl"], rtol=1e-3, atol=1e-12)
     # from iteration 2 on the rollouts differ by those roundings, and the envs amplify them
     np.testing.assert_allclose(compiled[1]["ref_kl"][0], eager[1]["ref_kl"][0], rtol=0.05)
