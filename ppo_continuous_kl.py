@@ -2,7 +2,6 @@
 # with the policy snapshotted after every minibatch update to profile KL divergences within each iteration
 # (Honari, Creus Castanyer, Castro, Berseth: "Training PPO-Clip with Parallelized Data Generation").
 import json
-import math
 import os
 import random
 import shutil
@@ -13,12 +12,12 @@ from typing import Annotated, Literal, Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.optim as optim
 import tyro
 from torch.optim.adam import adam
 from torch.utils.tensorboard import SummaryWriter
 
+from agent import Agent
 from check_flags import check_args, parse_flags, use_compile
 from evaluation import evaluate, freeze_training_stats
 from kl_profiling import SnapshotStore, sample_states
@@ -145,87 +144,6 @@ class Args:
     # derived from the flags above
     batch_size: tyro.conf.Suppress[int] = 0
     num_iterations: tyro.conf.Suppress[int] = 0
-
-
-def layer_init(weight, bias, std=np.sqrt(2), bias_const=0.0, generator=None):
-    torch.nn.init.orthogonal_(weight, std, generator=generator)
-    torch.nn.init.constant_(bias, bias_const)
-
-
-def agent_layout(obs_dim, act_dim):
-    """Name, shape and init gain of every weight of CleanRL's agent, the actor first and its log-std last among
-    the actor's: a snapshot for the KL profile is then one contiguous slice."""
-    return [("actor_mean.0", (64, obs_dim), np.sqrt(2)), ("actor_mean.2", (64, 64), np.sqrt(2)),
-            ("actor_mean.4", (act_dim, 64), 0.01), ("actor_logstd", (act_dim,), None),
-            ("critic.0", (64, obs_dim), np.sqrt(2)), ("critic.2", (64, 64), np.sqrt(2)), ("critic.4", (1, 64), 1.0)]
-
-
-def mlp(x, layers):
-    """tanh MLP on [S, B, in] with per-member layers [(weight [S, out, in], bias [S, out]), ...]."""
-    for i, (weight, bias) in enumerate(layers):
-        x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-        x = torch.tanh(x) if i < len(layers) - 1 else x
-    return x
-
-
-class Agent(nn.Module):
-    """CleanRL's agent (64-64 tanh actor and critic, state-independent log-std) for S = --num-seeds independent
-    runs at once. Every weight carries a leading member axis, and all of them are views of one flat parameter
-    [S, P]: a layer is one batched matmul for every member, a member's global gradient norm is one reduction over
-    its row, and Adam is one fused kernel, elementwise, so each member's update is its own. Member m is
-    initialised as CleanRL initialises one agent (orthogonal weights, zero biases), from its own generator."""
-
-    def __init__(self, obs_dim, act_dim, generators=(None,), device=None):
-        super().__init__()
-        self.layout, self.views = agent_layout(obs_dim, act_dim), {}
-        sizes = [math.prod(shape) + (shape[0] if len(shape) == 2 else 0) for _, shape, _ in self.layout]
-        # each member's row padded to 64 bytes: every member's weights then sit at the same memory alignment, and
-        # vectorised kernels round its arithmetic alike wherever it is in the population
-        self.params = nn.Parameter(torch.zeros(len(generators), -(-sum(sizes) // 16) * 16, device=device))
-        self.actor_size = sum(sizes[:4])
-        offset = 0
-        for (name, shape, _), size in zip(self.layout, sizes):
-            self.views[name] = (offset, shape)
-            offset += size
-        with torch.no_grad():
-            for m, generator in enumerate(generators):
-                for name, shape, gain in self.layout:
-                    if gain is not None:
-                        weight, bias = self.layer(name, self.params)
-                        layer_init(weight[m], bias[m], gain, generator=generator)
-
-    def layer(self, name, params):
-        """(weight [n, out, in], bias [n, out]) of layer `name`, or the log-std [n, A], as views of params [n, P]."""
-        offset, shape = self.views[name]
-        if len(shape) == 1:
-            return params[:, offset:offset + shape[0]]
-        size = math.prod(shape)
-        return (params[:, offset:offset + size].view(-1, *shape), params[:, offset + size:offset + size + shape[0]])
-
-    def actor_mean(self, x, params=None):
-        """The action means of observations x [S, B, obs]; of the weights `params` [S, P or actor_size] if given."""
-        params = self.params if params is None else params
-        return mlp(x, [self.layer(f"actor_mean.{i}", params) for i in (0, 2, 4)])
-
-    def get_value(self, x, params=None):
-        params = self.params if params is None else params
-        return mlp(x, [self.layer(f"critic.{i}", params) for i in (0, 2, 4)]).squeeze(-1)
-
-    def get_action_and_value(self, x, action=None, generators=None, params=None):
-        """On x [S, B, obs]: actions (sampled from each member's generator unless given), their log-probabilities,
-        the policy's entropy and the values, each [S, B, ...], of the weights `params` if given. The Gaussian is
-        written out rather than built as a torch.distributions object: the same expressions, without the per-call
-        overhead that dominates small minibatch updates."""
-        params = self.params if params is None else params
-        action_mean = self.actor_mean(x, params)
-        action_logstd = self.layer("actor_logstd", params).unsqueeze(1).expand_as(action_mean)
-        action_std = torch.exp(action_logstd)
-        if action is None:
-            noise = torch.stack([torch.randn(action_mean.shape[1:], generator=g, device=x.device) for g in generators])
-            action = action_mean + action_std * noise
-        logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - action_logstd - math.log(math.sqrt(2 * math.pi))
-        entropy = 0.5 + 0.5 * math.log(2 * math.pi) + action_logstd
-        return action, logprob.sum(-1), entropy.sum(-1), self.get_value(x, params)
 
 
 @dataclass

@@ -194,7 +194,7 @@ def test_dry_run_prints_the_sbatch_command_and_the_array_script(tmp_path):
     runs = tmp_path / "runs"
     lines = run_sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(runs), "--launcher", "slurm",
                       "--partition", "gpu", "--time", "2:00:00", "--gpus", "a100:1", "--mem", "4G",
-                      "--requeue-before", "600", "--dry-run").stdout.splitlines()
+                      "--requeue-before", "600", "--seeds-per-process", "1", "--dry-run").stdout.splitlines()
     sbatch = lines[0].split()
     assert sbatch[0] == "sbatch" and re.fullmatch(rf"{runs}/slurm/sweep_minibatch-[0-9-]+\.sh", sbatch[-1])
     for flag in ("--array=0-3%2", "--requeue", "--open-mode=append", "--signal=B:USR1@600", "--cpus-per-task=1",

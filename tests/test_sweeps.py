@@ -428,7 +428,10 @@ def test_ctrl_c_reaches_each_run_once_as_sigterm(tmp_path):
     """Ctrl-C in a terminal signals the sweep's whole process group. The runs, in sessions of their own, get one
     TERM from the sweep: a second signal would stop them before their checkpoint."""
     name = "InvertedPendulum-v5__4x32__mb32__s1"
-    with running_sweep(tmp_path, "--seeds", "1", start_new_session=True) as proc:
+    # 400 iterations: the run must still be going when the signal reaches it, however fast this machine is. SIGINT
+    # as in a terminal: a shell without job control starts background jobs with it ignored, and they pass that on
+    with running_sweep(tmp_path, "--seeds", "1", "--total-timesteps", str(400 * 128), start_new_session=True,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
         wait_for_kl_files(proc, [tmp_path / name], 2)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
