@@ -48,3 +48,13 @@ def freeze_training_stats(eval_envs, envs, norm_stats, num_seeds, num_envs):
     per_member = eval_envs.num_envs // num_seeds
     set_norm_stats(eval_envs, eval_norm_stats(get_norm_stats(envs), norm_stats, num_seeds, num_envs, per_member),
                    frozen=True)
+
+
+def log_evaluation(writers, returns, lengths, global_step):
+    """Each member's evaluation into its TensorBoard at the training step it was taken: the mean return and length,
+    and every episode's return (several events at one step)."""
+    for writer, member_returns, member_lengths in zip(writers, returns, lengths):
+        writer.add_scalar("eval/episodic_return", member_returns.mean(), global_step)
+        writer.add_scalar("eval/episodic_length", member_lengths.mean(), global_step)
+        for episodic_return in member_returns:
+            writer.add_scalar("eval/episodic_returns", episodic_return, global_step)

@@ -6,6 +6,8 @@ import threading
 import numpy as np
 import torch
 
+from run_folder import save_npz_atomic
+
 
 def diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
     """KL(p || q) of diagonal Gaussians, summed over the last (action) dimension."""
@@ -154,3 +156,14 @@ class SnapshotStore:
         n, s = len(self.updates), self.counts[member]
         return dict(states=self.states[member, :s].cpu().numpy(), means=self.means[:n, member, :s].cpu().numpy(),
                     logstds=self.logstds[:n, member].cpu().numpy())
+
+
+def write_kl_profile(writer, path, profile, global_step, snapshots, **setting):
+    """One run's KL profile of one iteration: its summary into TensorBoard (kl/...), and the whole profile with the
+    iteration's setting, and the snapshots when kept, into the .npz at path that plot_kl.py reads."""
+    writer.add_scalar("kl/seq_kl_mean", profile["seq_kl"].mean(), global_step)
+    writer.add_scalar("kl/ref_kl_start", profile["ref_kl"][0], global_step)
+    for name in ("ref_kl_decrease_frac", "gamma_D", "gamma_D_per_pct"):
+        writer.add_scalar(f"kl/{name}", profile[name], global_step)
+    writer.add_scalar("kl/num_updates", setting["num_updates"], global_step)
+    save_npz_atomic(path, global_step=global_step, **setting, **profile, **snapshots)

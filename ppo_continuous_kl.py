@@ -19,10 +19,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agent import Agent
 from check_flags import check_args, parse_flags, use_compile
-from evaluation import evaluate, freeze_training_stats
-from kl_profiling import SnapshotStore, sample_states
-from run_folder import (discard_kl_after, disk_need_bytes, fail, resolve_runs, resume_hint, rng_states,
-                        save_checkpoint, save_npz_atomic, set_rng_states, stop_on_signals, write_tensorboard_layout)
+from evaluation import evaluate, freeze_training_stats, log_evaluation
+from kl_profiling import SnapshotStore, sample_states, write_kl_profile
+from run_folder import (discard_kl_after, disk_need_bytes, fail, member_adam_state, resolve_runs, resume_hint,
+                        rng_states, save_checkpoint, set_rng_states, stacked_adam_state, stop_on_signals,
+                        write_tensorboard_layout)
 from vector_envs import env_state, get_norm_stats, make_envs, quiet_mujoco, set_env_state
 
 
@@ -393,11 +394,7 @@ if __name__ == "__main__":
                  f"--env-backend warp run resumes only there (its simulation state and RNG are the device's), not on {device.type}")
         with torch.no_grad():
             agent.params.copy_(torch.cat([c["agent"]["params"] for c in checkpoints]))
-        adam_state = checkpoints[0]["optimizer"]  # the members' moments stacked back; step count and groups are shared
-        if adam_state["state"]:
-            adam_state["state"][0] |= {k: torch.cat([c["optimizer"]["state"][0][k] for c in checkpoints])
-                                       for k in ("exp_avg", "exp_avg_sq")}
-        optimizer.load_state_dict(adam_state)
+        optimizer.load_state_dict(stacked_adam_state([c["optimizer"] for c in checkpoints]))
         for m, c in enumerate(checkpoints):
             set_env_state(envs, c["envs"], member=m)
             set_rng_states(c["rngs"], kl_generators[m], generators[m])
@@ -417,12 +414,10 @@ if __name__ == "__main__":
         """One checkpoint per member, each what a single run of its seed would hold."""
         adam_state = optimizer.state_dict()
         for m in range(S):
-            member_adam = dict(param_groups=adam_state["param_groups"], state={0: {
-                k: (v[m:m + 1].clone() if k != "step" else v) for k, v in adam_state["state"][0].items()}})
             save_checkpoint(checkpoint_paths[m], dict(
                 format=2, args=asdict(members[m]) | {"run_name": run_names[m]}, iteration=iteration,
                 global_step=global_step, wall_time_s=time.time() - start_time,
-                agent={"params": agent.params[m:m + 1].detach().clone()}, optimizer=member_adam,
+                agent={"params": agent.params[m:m + 1].detach().clone()}, optimizer=member_adam_state(adam_state, m),
                 envs=env_state(envs, member=m), next_obs=next_obs[m], next_done=next_done[m],
                 recent_returns=recent_returns[m], iteration_wall_s=iteration_wall_s,
                 rngs=rng_states(kl_generators[m], generators[m])))
@@ -460,13 +455,6 @@ if __name__ == "__main__":
             write_tensorboard_layout(writer)
             writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
                 "\n".join([f"|{key}|{value}|" for key, value in vars(member).items()])))
-
-    def log_evaluation(returns, lengths, tag="eval"):
-        for writer, member_returns, member_lengths in zip(writers, returns, lengths):
-            writer.add_scalar(f"{tag}/episodic_return", member_returns.mean(), global_step)
-            writer.add_scalar(f"{tag}/episodic_length", member_lengths.mean(), global_step)
-            for episodic_return in member_returns:  # several events at one step: each episode's return
-                writer.add_scalar(f"{tag}/episodic_returns", episodic_return, global_step)
 
     members_index = torch.arange(S, device=device).view(1, S, 1)
     try:
@@ -544,20 +532,12 @@ if __name__ == "__main__":
                 writer.add_scalar("losses/explained_variance", explained_var, global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
                 if args.kl:
-                    profile = profiles[m]
-                    writer.add_scalar("kl/seq_kl_mean", profile["seq_kl"].mean(), global_step)
-                    writer.add_scalar("kl/ref_kl_start", profile["ref_kl"][0], global_step)
-                    writer.add_scalar("kl/ref_kl_decrease_frac", profile["ref_kl_decrease_frac"], global_step)
-                    writer.add_scalar("kl/gamma_D", profile["gamma_D"], global_step)
-                    writer.add_scalar("kl/gamma_D_per_pct", profile["gamma_D_per_pct"], global_step)
-                    writer.add_scalar("kl/num_updates", update, global_step)
-                    save_npz_atomic(
-                        os.path.join(run_dirs[m], "kl", f"iter_{iteration:05d}.npz"),
-                        iteration=iteration, global_step=global_step, num_envs=args.num_envs, num_steps=args.num_steps,
-                        minibatch_size=args.minibatch_size, num_minibatches=args.num_minibatches, num_updates=update,
-                        kl_every=args.kl_every, num_transitions=counts[m], env_id=args.env_id, seed=seeds[m],
-                        **profile, **(store.snapshots(m) if args.kl_save_snapshots else {}),
-                    )
+                    write_kl_profile(
+                        writer, os.path.join(run_dirs[m], "kl", f"iter_{iteration:05d}.npz"), profiles[m], global_step,
+                        store.snapshots(m) if args.kl_save_snapshots else {}, iteration=iteration,
+                        num_envs=args.num_envs, num_steps=args.num_steps, minibatch_size=args.minibatch_size,
+                        num_minibatches=args.num_minibatches, num_updates=update, kl_every=args.kl_every,
+                        num_transitions=counts[m], env_id=args.env_id, seed=seeds[m])
 
             # evaluation at equal env steps, on its own envs: training's envs, statistics and generators untouched
             line = ""
@@ -565,7 +545,7 @@ if __name__ == "__main__":
                 eval_start = time.time()
                 freeze_training_stats(eval_envs, envs, args.norm_stats, S, args.num_envs)
                 eval_returns, eval_lengths = evaluate(agent, eval_envs, S, seeds, args.eval_deterministic)
-                log_evaluation(eval_returns, eval_lengths)
+                log_evaluation(writers, eval_returns, eval_lengths, global_step)
                 line = f" eval {eval_returns.mean():.1f} ({time.time() - eval_start:.1f} s)"
 
             elapsed = time.time() - start_time

@@ -1,7 +1,7 @@
 # The run's folder on disk for ppo_continuous_kl.py: which folder a command's run lives in (the one --run-name
 # names, the latest unfinished one of the same flags, or a new one), the checkpoint of an unfinished run, KL files
-# and checkpoints written atomically, the free space a run needs, the RNG states an exact resume restores, the
-# TensorBoard layout, and SIGTERM/SIGINT turned into a flag the run checks at safe points.
+# and checkpoints written atomically, a population's Adam state split into its members' and back, the free space a
+# run needs, the RNG states an exact resume restores, the TensorBoard layout, and SIGTERM/SIGINT turned into a flag the run checks at safe points.
 import fcntl
 import hashlib
 import io
@@ -52,6 +52,21 @@ def save_checkpoint(path, state):
     buffer = io.BytesIO()
     torch.save(state, buffer)
     save_atomic(path, lambda f: f.write(buffer.getbuffer()), "the checkpoint")
+
+
+def member_adam_state(adam_state, m):
+    """Member m's part of a population's Adam state_dict, as a single run of its seed holds it: its rows of the
+    moments; the step count and the parameter groups are shared by all members."""
+    return dict(param_groups=adam_state["param_groups"], state={0: {
+        k: (v[m:m + 1].clone() if k != "step" else v) for k, v in adam_state["state"][0].items()}})
+
+
+def stacked_adam_state(member_states):
+    """The population's Adam state_dict from its members' (member_adam_state's inverse)."""
+    adam_state = member_states[0]
+    if adam_state["state"]:
+        adam_state["state"][0] |= {k: torch.cat([s["state"][0][k] for s in member_states]) for k in ("exp_avg", "exp_avg_sq")}
+    return adam_state
 
 
 CHECKPOINT_KEYS = {"format", "args", "iteration", "global_step", "wall_time_s", "agent", "optimizer", "envs", "next_obs",

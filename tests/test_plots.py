@@ -263,3 +263,18 @@ def test_summary_without_evaluations_merges_with_one_that_has_them(summary, tmp_
     assert len(pd.read_csv(summary[0] / "data" / "evals.csv")) > 0
     figures = in_process(monkeypatch, "--data", COMMITTED, str(summary[0] / "data"), "--out", str(tmp_path), *TINY_FIGS)
     assert "fig1b_eval_returns" in figures
+
+
+def test_committed_results_are_what_their_data_draws(tmp_path):
+    """docs/results regenerates from its data alone, byte for byte: figures, claims.md and the README's results
+    block. A figure or a number left stale after a change to plot_kl.py or findings.py fails here."""
+    results = os.path.dirname(COMMITTED)
+    shutil.copy(os.path.join(results, "README.md"), tmp_path / "README.md")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "plot_kl.py"), "--data", COMMITTED, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    drawn = sorted(f for f in os.listdir(tmp_path) if os.path.isfile(tmp_path / f))
+    committed = sorted(f for f in os.listdir(results) if os.path.isfile(os.path.join(results, f)))
+    assert drawn == committed
+    stale = [f for f in drawn if (tmp_path / f).read_bytes() != open(os.path.join(results, f), "rb").read()]
+    assert not stale, f"regenerate docs/results (python plot_kl.py --data docs/results/data --out docs/results): {stale}"
