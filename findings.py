@@ -42,20 +42,24 @@ def distinct_runs(runs):
 
 # ---- returns at a common step ----
 
-def returns_at_common_step(names, returns, evals):
+def returns_at_common_step(names, returns, evals, until=None):
     """Each named run's return at one env step that all of them reach: their last common evaluation when every
     run was evaluated, else their training-return curves interpolated at the earliest last-episode step (runs
-    that finished no episode get NaN). Returns (Series run -> return, step, kind)."""
+    that finished no episode get NaN); with until, at that step instead when all reach it (an evaluation: each
+    run's last one at or before it). Returns (Series run -> return, step, kind)."""
     names = list(dict.fromkeys(names))
     ev = evals[evals.run.isin(names)]
     if names and set(ev.run) == set(names):
-        step = ev.groupby("run").step.max().min()
-        at = ev[ev.step <= step].sort_values("step").groupby("run").eval_return.last()
-        return at.reindex(names), float(step), "evaluation"
+        step = min(ev.groupby("run").step.max().min(), until or np.inf)
+        ev = ev[ev.step <= step]
+        if set(ev.run) == set(names):
+            at = ev.sort_values("step").groupby("run").eval_return.last()
+            return at.reindex(names), float(ev.groupby("run").step.max().min()), "evaluation"
+        return pd.Series(np.nan, index=names), float(step), "evaluation"
     tr = returns[returns.run.isin(names)].sort_values("step")
     if tr.empty:
         return pd.Series(np.nan, index=names), float("nan"), "training"
-    step = tr.groupby("run").step.max().min()
+    step = min(tr.groupby("run").step.max().min(), until or np.inf)
     at = {run: np.interp(step, g.step, g.episodic_return, left=np.nan) for run, g in tr.groupby("run")}
     return pd.Series(at, dtype=float).reindex(names), float(step), "training"
 
@@ -232,6 +236,30 @@ def finding_verdicts(rows):
 
 # ---- the per-setting table ----
 
+# CleanRL's documented returns of ppo_continuous_action.py at its defaults (1 env x 2048 steps, 32 minibatches of
+# 64, 1M steps, MuJoCo v4 envs, training episodic return, mean +- std over seeds): the "MuJoCo v4" table of its PPO
+# documentation (docs.cleanrl.dev/rl-algorithms/ppo/), which lists no Ant
+PUBLISHED = {"HalfCheetah": (1442.64, 46.03), "Walker2d": (2287.95, 571.78), "Humanoid": (716.11, 49.08)}
+PUBLISHED_STEPS = 1_000_000
+
+
+def beside_published(runs, returns, evals):
+    """Per env and minibatch size of the 500 x 100 runs (the minibatch sweep's shape): the return, mean and std
+    over seeds, at CleanRL's published budget (1M steps) and at the last step all those runs reach, beside
+    CleanRL's published figure for its defaults."""
+    rows = []
+    distinct = distinct_runs(runs)
+    shape = distinct[(distinct.num_envs == 500) & (distinct.num_steps == 100)]
+    for (env, size), g in shape.groupby(["env_id", "minibatch_size"]):
+        row = dict(env=env, minibatch_size=size, seeds=g.seed.nunique(), published=PUBLISHED.get(env.split("-")[0]))
+        for when, until in (("budget", PUBLISHED_STEPS), ("end", None)):
+            ret, step, kind = returns_at_common_step(g.run, returns, evals, until)
+            row |= {f"{when}_step": step, f"{when}_kind": kind, f"{when}_mean": mean_of(ret),
+                    f"{when}_std": float(ret.std())}
+        rows.append(row)
+    return rows
+
+
 def mean_of(values):
     values = [v for v in values if np.isfinite(v)]
     return float(np.mean(values)) if values else float("nan")
@@ -290,6 +318,20 @@ def settings_markdown(table):
                            "gamma_D per update (early / middle / late)"], rows)
 
 
+def published_markdown(rows):
+    if not rows:
+        return "No 500 x 100 runs."
+
+    def ours(r, when):
+        return (f"{fmt(r[when + '_mean'], '.0f')} +- {fmt(r[when + '_std'], '.0f')} at {steps(r[when + '_step'])} "
+                f"({r[when + '_kind']})")
+
+    table = [[r["env"], f"500 x 100, minibatch {r['minibatch_size']}", r["seeds"], ours(r, "budget"), ours(r, "end"),
+              "none published" if r["published"] is None else f"{r['published'][0]:.0f} +- {r['published'][1]:.0f}"]
+             for r in rows]
+    return markdown_table(["env", "ours", "seeds", "ours at 1M steps", "ours at the end", "CleanRL at 1M steps"], table)
+
+
 def verdict_text(r):
     if not r["why"]:
         return r["verdict"]
@@ -323,9 +365,9 @@ def summary_lines(rows, envs):
     return lines
 
 
-def report(runs, table, rows):
-    """The generated results: finding lines, the per-env effects and the per-setting table (claims.md's body,
-    and the block plot_kl.py writes into the results README)."""
+def report(runs, table, rows, published=()):
+    """The generated results: finding lines, the per-env effects, the per-setting table and the 500 x 100 returns
+    beside CleanRL's published ones (claims.md's body, and the block plot_kl.py writes into the results README)."""
     envs = sorted(runs.env_id.unique())
     kinds = sorted({r["kind"] for r in rows if "kind" in r} | set(table.get("kind", pd.Series(dtype=str))))
     norm = ", ".join(sorted(runs.norm_stats.astype(str).unique())) if "norm_stats" in runs else "unknown"
@@ -334,7 +376,20 @@ def report(runs, table, rows):
             f"observation/reward normalisation statistics: `--norm-stats {norm}`; returns compared as "
             + " and ".join(RETURN_KIND[k] for k in kinds) + "."]
     return "\n".join([*head, "", "### Findings, per env", "", *summary_lines(rows, envs), "",
-                      findings_markdown(rows), "", "### Per setting", "", settings_markdown(table), ""])
+                      findings_markdown(rows), "", "### Per setting", "", settings_markdown(table), "",
+                      "### Beside CleanRL's published returns", "", PUBLISHED_NOTE, "",
+                      published_markdown(published), ""])
+
+
+PUBLISHED_NOTE = f"""\
+CleanRL publishes returns of its script at its own defaults (1 env x 2,048 steps, 32 minibatches of 64) after \
+{PUBLISHED_STEPS / 1e6:.0f}M steps
+on the MuJoCo v4 envs. That is another batch, minibatch and budget than these 500 x 100 runs on v5 (1M steps are
+488 of its iterations and 20 of 500 x 100), so this is a check of scale, not a test. Its figure is the return of
+the episodes its training policy played, as is an evaluation here (stochastic actions, statistics frozen). Ours:
+mean +- std over seeds at the last evaluation at or before 1M steps and at the last one all of the setting's runs
+have; runs without evaluations give training returns interpolated there (those of 500 x 100 come in waves 500,500
+steps apart, as its envs end their 1,000-step episodes together)."""
 
 
 RETURN_KIND = {
@@ -372,5 +427,5 @@ construction).
 """
 
 
-def claims_markdown(runs, table, rows):
-    return "\n".join(["# The paper's findings, checked", "", METHOD, report(runs, table, rows)])
+def claims_markdown(runs, table, rows, published=()):
+    return "\n".join(["# The paper's findings, checked", "", METHOD, report(runs, table, rows, published)])

@@ -29,8 +29,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
 
-from findings import (PHASES, SETTING, check_findings, claims_markdown, label, per_run, report,  # noqa: E402
-                      settings_table, steps)
+from findings import (PHASES, SETTING, beside_published, check_findings, claims_markdown, label, per_run,  # noqa: E402
+                      report, settings_table, steps)
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
@@ -528,10 +528,11 @@ def main():
     draw_kl(frame, data["kl_profiles"], opts)
     table = settings_table(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"])
     rows = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], opts.shapes)
-    text = claims_markdown(runs, table, rows)
+    published = beside_published(runs, data["returns"], data["evals"])
+    text = claims_markdown(runs, table, rows, published)
     with open(os.path.join(opts.out, "claims.md"), "w") as f:
         f.write(text)
-    write_readme_block(os.path.join(opts.out, "README.md"), report(runs, table, rows))
+    write_readme_block(os.path.join(opts.out, "README.md"), report(runs, table, rows, published))
     print(text)
     print(f"figures and claims.md in {opts.out}")
 

@@ -140,3 +140,33 @@ def test_interval_readings_and_summary_lines():
     rows = [dict(finding=1, env="A", verdict="holds"), dict(finding=1, env="B", verdict="inconclusive")]
     line = findings.summary_lines(rows, ["A", "B", "C"])[0]
     assert "held in 1 of 2 envs tested (A: holds, B: inconclusive); not testable in C" in line
+
+
+def test_returns_beside_the_published_ones():
+    """The 500 x 100 runs' returns at 1M steps (the last evaluation at or before it) and at the end, per env and
+    minibatch size, beside CleanRL's published figure; envs it does not publish say so; no evaluations: the
+    training curves interpolated at 1M."""
+    seeds = (1, 2, 3)
+    specs = (minibatch((50, 1000), seeds, ret=lambda size, seed: 3000 + size + seed)
+             + minibatch((50,), seeds, ret=lambda size, seed: 900 * seed, env="Ant-v5")
+             + [dict(sweep="env_rollout", shape=(100, 500), size=1000, seed=1, ret=5.0)])  # not 500 x 100: left out
+    runs, returns, _, _ = frames(specs)
+    # evaluations every 0.8M steps: the one at 0.8M is the last at or before 1M; each return encodes run and step
+    evals = pd.DataFrame([(r, s, i * 1e3 + s / 1e5) for i, r in enumerate(runs.run) for s in (0.8e6, 1.6e6, 2.4e6)],
+                         columns=["run", "step", "eval_return"])
+    rows = findings.beside_published(runs, returns, evals)
+    assert [(r["env"], r["minibatch_size"]) for r in rows] == [("Ant-v5", 50), ("HalfCheetah-v5", 50),
+                                                                ("HalfCheetah-v5", 1000)]
+    ant, cheetah = rows[0], rows[2]
+    assert ant["published"] is None and cheetah["published"] == findings.PUBLISHED["HalfCheetah"]
+    index = {r: i for i, r in enumerate(runs.run)}
+    at_1m = [index[f"HalfCheetah-v5__500x100__mb1000__s{s}"] * 1e3 + 8 for s in seeds]
+    assert (cheetah["budget_step"], cheetah["budget_kind"]) == (0.8e6, "evaluation")
+    assert cheetah["budget_mean"] == pytest.approx(np.mean(at_1m)) and cheetah["budget_std"] == pytest.approx(np.std(at_1m, ddof=1))
+    assert cheetah["end_step"] == 2.4e6 and cheetah["end_mean"] == pytest.approx(np.mean(at_1m) + 16)
+    # without evaluations: returns grow linearly from 0 to `ret` at 3M, so at 1M they are a third of it
+    rows = findings.beside_published(runs, returns, evals.iloc[:0])
+    assert rows[0]["budget_kind"] == "training" and rows[0]["budget_mean"] == pytest.approx(900 * 2 / 3)
+    text = findings.published_markdown(rows)
+    assert "| Ant-v5 | 500 x 100, minibatch 50 | 3 | 600 +- 300 at 1.000M (training) |" in text
+    assert "none published" in text and "1443 +- 46" in text
