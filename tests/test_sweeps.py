@@ -337,8 +337,10 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path):
     assert out[1].startswith("[sweep] started NoSuchEnv-v0__4x32__mb64__s1 | done 0, failed 0, skipped 0, left 2 (1 running)")
     assert out[2].startswith("[sweep] started InvertedPendulum-v5__4x32__mb64__s1 | done 0, failed 0, skipped 0, left 2 (2 running)")
     ticks = [line for line in out if line.startswith("[sweep] progress | ")]
-    assert ticks and all(re.fullmatch(r"\[sweep\] progress \| done 0, failed [01], skipped 0, left [12] \([12] running\) \| "
-                                      r"elapsed 00:00:\d\d \| time left (estimating…|~00:0\d:\d\d)", t) for t in ticks), out
+    # the times themselves depend on the machine's load: only their format is checked
+    assert ticks and all(re.fullmatch(r"\[sweep\] progress \| done [01], failed [01], skipped 0, left [12] \([12] running\) \| "
+                                      r"elapsed \d\d:[0-5]\d:[0-5]\d \| time left (estimating…|~\d\d:[0-5]\d:[0-5]\d)", t)
+                         for t in ticks), ticks
     assert "FAILED NoSuchEnv-v0__4x32__mb64__s1" in proc.stdout
     assert "finished InvertedPendulum-v5__4x32__mb64__s1" in proc.stdout
     assert proc.stderr.splitlines()[-1].strip() == "NoSuchEnv-v0__4x32__mb64__s1"
