@@ -419,6 +419,10 @@ sequential KL | (a) interval in [-{SIMILAR_RETURN}, {SIMILAR_RETURN}] and (b) in
 {SIMILAR_KL[1]}]; does not hold when either lies outside |
 | 5 | rank correlation, across all settings of both sweeps, between return and mean sequential KL | interval > 0 |
 
+Finding 2 tests what the paper states, a monotonic fall, update by update. A fall toward pi_U on the whole says
+little by itself: pi_i nears pi_U as i nears U whatever the updates do, a random walk included. How fast the
+reference KL falls overall is gamma_D, per setting below.
+
 Per setting: return mean and std over seeds at the step shown (the last step all of that sweep's runs in that
 env reach). seq KL mean: mean sequential KL, KL(pi_i+1 || pi_i), over all iterations, then over seeds. gamma_D:
 the fitted contraction rate of KL(pi_U || pi_i) at the phase's iteration, per 1% of the iteration's updates

@@ -1,7 +1,8 @@
 # The run's folder on disk for ppo_continuous_kl.py: which folder a command's run lives in (the one --run-name
 # names, the latest unfinished one of the same flags, or a new one), the checkpoint of an unfinished run, KL files
 # and checkpoints written atomically, a population's Adam state split into its members' and back, the free space a
-# run needs, the RNG states an exact resume restores, the TensorBoard layout, and SIGTERM/SIGINT turned into a flag the run checks at safe points.
+# run needs, the RNG states an exact resume restores, the TensorBoard layout, and SIGTERM/SIGINT turned into a flag
+# the run checks at safe points.
 import fcntl
 import hashlib
 import io

@@ -118,27 +118,50 @@ def test_figures_claims_and_summary(tiny_sweeps, summary, tmp_path, monkeypatch)
     assert (tmp_path / "claims.md").read_text() == claims
 
 
+def committed_with_a_sweep_cut(folder):
+    """The committed summary with one env's env x rollout runs taken out (an env missing from a sweep), saved to
+    folder; returns its runs."""
+    frames = {name: pd.read_csv(os.path.join(COMMITTED, f"{name}.csv")) for name in plot_kl.FRAMES}
+    runs = frames["runs"]
+    cut = sorted(set(runs.env_id[runs.sweep == "minibatch"]))[-1]
+    runs = runs[~((runs.sweep == "env_rollout") & (runs.env_id == cut))]
+    assert (runs.sweep == "env_rollout").any(), "the committed summary needs env x rollout runs of another env"
+    os.makedirs(folder)
+    for name, frame in frames.items():
+        (runs if name == "runs" else frame[frame.run.isin(runs.run)]).to_csv(os.path.join(folder, f"{name}.csv"),
+                                                                             index=False)
+    return runs, frames["evals"]
+
+
 def test_committed_results_figures(monkeypatch, tmp_path):
-    """The committed summary (no evaluations; Walker2d-v5 has no env x rollout runs): no empty panel, readable
-    legends, the label explained, titles naming only what is drawn, and the README block replaced."""
+    """The committed summary, less one env's env x rollout runs: no empty panel, readable legends, the label
+    explained, titles naming only what is drawn, the evaluation figure when there are evaluations, and the README
+    block replaced."""
+    runs, evals = committed_with_a_sweep_cut(tmp_path / "data")
     (tmp_path / "README.md").write_text(f"set-up\n{plot_kl.BEGIN}\nold numbers\n{plot_kl.END}\ncaveats\n")
-    figures = in_process(monkeypatch, "--data", COMMITTED, "--out", str(tmp_path))
-    assert set(figures) == {"fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"}
+    figures = in_process(monkeypatch, "--data", str(tmp_path / "data"), "--out", str(tmp_path))
+    has_evals = runs.run.isin(evals.run).any()
+    expected = {"fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"}
+    assert set(figures) == expected | ({"fig1b_eval_returns"} if has_evals else set())
     for name, fig in figures.items():
         assert all(ax.lines for ax in fig.get_axes()), f"{name} has an empty panel"
         assert fig.get_size_inches()[0] <= plot_kl.WIDTH
         for f in [fig, *fig.subfigs]:
             assert all(t.get_fontsize() >= 7 for legend in f.legends for t in legend.get_texts())
         assert any("(N_env x N_rollout : N_minibatch x minibatch_size) =" in t for t in texts(fig)), name
-    assert len(figures["fig1_returns"].get_axes()) == 3  # 2 envs in the minibatch sweep, 1 in the other
+    # one panel per env of each sweep: the env cut from the env x rollout sweep has none there
+    assert len(figures["fig1_returns"].get_axes()) == runs.groupby("sweep").env_id.nunique().sum()
+    shapes = set(zip(runs.num_envs[runs.sweep == "env_rollout"], runs.num_steps[runs.sweep == "env_rollout"]))
     fig3 = texts(figures["fig3_kl_env_rollout"])
-    assert "KL profiles in three training phases: 1000 x 50 (solid) vs 100 x 500 (dashed)" in fig3
+    title = "KL profiles in three training phases: 1000 x 50 (solid)"
+    title += " vs 100 x 500 (dashed)" * ((100, 500) in shapes)
+    assert title in fig3 and not any(t.startswith(title + " vs") for t in fig3)
     assert any("best run HalfCheetah-v5__1000x50__mb1000__s" in t for t in fig3)
     readme, claims = (tmp_path / "README.md").read_text(), (tmp_path / "claims.md").read_text()
     assert "old numbers" not in readme and readme.startswith("set-up\n") and readme.endswith("caveats\n")
     block = readme.split(plot_kl.BEGIN)[1].split(plot_kl.END)[0].strip()
-    assert block and block in claims and "--norm-stats shared" in block
-    assert "training returns" in block and "2.001M (training)" in block
+    assert block and block in claims and f"--norm-stats {', '.join(sorted(set(runs.norm_stats)))}`" in block
+    assert ("evaluation returns" if has_evals else "training returns") in block
 
 
 def test_absent_figure_settings_are_warned_about(summary, monkeypatch, capsys):
@@ -258,10 +281,12 @@ def test_summaries_saved_apart_merge_into_the_whole(tiny_sweeps, summary, tmp_pa
 
 
 def test_summary_without_evaluations_merges_with_one_that_has_them(summary, tmp_path, monkeypatch):
-    """The committed summary predates evaluations (a header-only evals.csv); new runs have them."""
-    assert len(pd.read_csv(os.path.join(COMMITTED, "evals.csv"))) == 0
+    """Summaries written before evaluations existed (a header-only evals.csv) merge with new runs that have them."""
+    old = tmp_path / "old"
+    shutil.copytree(COMMITTED, old)
+    (old / "evals.csv").write_text(",".join(plot_kl.FRAMES["evals"]) + "\n")
     assert len(pd.read_csv(summary[0] / "data" / "evals.csv")) > 0
-    figures = in_process(monkeypatch, "--data", COMMITTED, str(summary[0] / "data"), "--out", str(tmp_path), *TINY_FIGS)
+    figures = in_process(monkeypatch, "--data", str(old), str(summary[0] / "data"), "--out", str(tmp_path), *TINY_FIGS)
     assert "fig1b_eval_returns" in figures
 
 
