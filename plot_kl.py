@@ -9,7 +9,8 @@ evaluation return on its common grid, when the runs were trained with --eval-eve
 and reference KL against the % of the iteration's minibatch updates done, in three training phases, two settings
 overlaid (solid, dashed): each setting's best run (the paper's view) beside the mean over seeds. claims.md: the
 paper's findings checked per env with bootstrap intervals over seeds (findings.py); the same results are written
-between the <!-- results:begin --> and <!-- results:end --> markers of OUT/README.md when it has them.
+between the <!-- results:begin --> and <!-- results:end --> markers of OUT/README.md when it has them, and the
+runs' wall times per setting between its <!-- wall-times:begin --> and <!-- wall-times:end --> markers.
 """
 import argparse
 import glob
@@ -29,8 +30,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
 
-from findings import (PHASES, SETTING, beside_published, check_findings, claims_markdown, label, per_run,  # noqa: E402
-                      report, settings_table, steps)
+from findings import (PHASES, SETTING, beside_published, check_findings, claims_markdown, distinct_runs,  # noqa: E402
+                      label, markdown_table, per_run, report, settings_table, steps)
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
@@ -51,6 +52,7 @@ NOT_RESULTS = {"exp_name", "seed", "torch_deterministic", "cuda", "track", "wand
                "resume", "env_threads", "kl_save_snapshots", "batch_size", "num_iterations", "num_seeds", *SETTING}
 SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transitions bit for bit (tests check it)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
 
 WIDTH = 7.0  # inches: a two-column paper's text width, so that the fonts below print at their size
 plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7.5,
@@ -454,18 +456,39 @@ def parse_options():
     return opts
 
 
-def write_readme_block(path, block):
-    """Replace the generated block of the results README, so that its numbers are those of claims.md."""
+def wall_times(runs):
+    """Minutes per run of each setting (min / median / max of the runs' wall_time_s, each run once) and each env's
+    total: what the study cost, generated so that it follows the data as chunks land."""
+    timed = distinct_runs(runs).dropna(subset=["wall_time_s"])
+    if timed.empty:
+        return "No run has a wall time."
+    timed = timed.assign(minutes=timed.wall_time_s / 60).sort_values(
+        ["env_id", "num_envs", "minibatch_size"], ascending=[True, False, False], kind="stable")
+    rows = [[env, f"{n} x {m}, minibatch {b}", len(g), " / ".join(f"{v:.1f}" for v in g.minutes.quantile([0, .5, 1]))]
+            for (env, n, m, b), g in timed.groupby(["env_id", "num_envs", "num_steps", "minibatch_size"], sort=False)]
+    totals = [f"{env} {g.minutes.sum() / 60:.1f} h in {len(g)} runs" for env, g in timed.groupby("env_id")]
+    untimed = len(distinct_runs(runs)) - len(timed)
+    return "\n".join([markdown_table(["env", "setting", "runs", "minutes per run: min / median / max"], rows), "",
+                      f"Sum of the runs' wall times: {'; '.join(totals)}."
+                      + (f" Runs without a wall time: {untimed}." if untimed else "")])
+
+
+def write_readme_blocks(path, blocks):
+    """Replace the generated blocks of the results README ({(begin, end): text}), so that its numbers are the
+    data's: those whose markers it has; a README with none of them is warned about."""
     if not os.path.exists(path):
         return
     with open(path) as f:
         text = f.read()
-    if BEGIN not in text or END not in text[text.find(BEGIN):]:
+    found = [(begin, end) for begin, end in blocks if begin in text and end in text[text.find(begin):]]
+    if not found:
         warn(f"{path} has no {BEGIN} ... {END} markers: its results are not updated")
         return
-    start, stop = text.index(BEGIN) + len(BEGIN), text.index(END, text.index(BEGIN))
+    for begin, end in found:
+        start, stop = text.index(begin) + len(begin), text.index(end, text.index(begin))
+        text = f"{text[:start]}\n{blocks[begin, end]}\n{text[stop:]}"
     with open(path, "w") as f:
-        f.write(f"{text[:start]}\n{block}\n{text[stop:]}")
+        f.write(text)
 
 
 def draw_returns(runs, frame, data, out, formats):
@@ -532,7 +555,8 @@ def main():
     text = claims_markdown(runs, table, rows, published)
     with open(os.path.join(opts.out, "claims.md"), "w") as f:
         f.write(text)
-    write_readme_block(os.path.join(opts.out, "README.md"), report(runs, table, rows, published))
+    write_readme_blocks(os.path.join(opts.out, "README.md"), {(BEGIN, END): report(runs, table, rows, published),
+                                                              (TIMES_BEGIN, TIMES_END): wall_times(runs)})
     print(text)
     print(f"figures and claims.md in {opts.out}")
 

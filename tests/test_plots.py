@@ -118,6 +118,40 @@ def test_figures_claims_and_summary(tiny_sweeps, summary, tmp_path, monkeypatch)
     assert (tmp_path / "claims.md").read_text() == claims
 
 
+def test_wall_time_block_follows_the_data(summary, tmp_path, monkeypatch):
+    """The README's wall-time block is rewritten from runs.csv, the rest of the README kept: each setting's
+    min / median / max minutes over its runs, a run in both sweeps counted once (recomputed here with the
+    statistics module), and the runs without a wall time counted."""
+    import statistics
+    runs = pd.read_csv(summary[0] / "data" / "runs.csv")
+    names = sorted(runs.run.unique())  # minutes apart, so that min, median and max differ when printed
+    runs["wall_time_s"] = runs.run.map({name: 60 * (2.5 + 7.3 * i) for i, name in enumerate(names)})
+    runs.loc[runs.run == names[-1], "wall_time_s"] = np.nan  # a run whose time is unknown
+    data = tmp_path / "data"
+    shutil.copytree(summary[0] / "data", data)
+    runs.to_csv(data / "runs.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"set-up\n{plot_kl.TIMES_BEGIN}\nstale table\n{plot_kl.TIMES_END}\ncosts\n")
+    in_process(monkeypatch, "--data", str(data), "--out", str(tmp_path), *TINY_FIGS)
+    text = readme.read_text()
+    assert text.startswith(f"set-up\n{plot_kl.TIMES_BEGIN}\n") and text.endswith(f"{plot_kl.TIMES_END}\ncosts\n")
+    block = text.split(plot_kl.TIMES_BEGIN)[1].split(plot_kl.TIMES_END)[0]
+    assert "stale" not in block
+    table = {tuple(c.strip() for c in line.strip("|").split("|")[1:]) for line in block.splitlines()
+             if line.startswith("| ")} - {("setting", "runs", "minutes per run: min / median / max"), ("---",) * 3}
+    unique = runs.drop_duplicates("run")
+    timed = unique.dropna(subset=["wall_time_s"])
+    expected = set()
+    for (n, m, b), g in timed.groupby(["num_envs", "num_steps", "minibatch_size"]):
+        minutes = list(g.wall_time_s / 60)
+        expected.add((f"{n} x {m}, minibatch {b}", str(len(minutes)),
+                      f"{min(minutes):.1f} / {statistics.median(minutes):.1f} / {max(minutes):.1f}"))
+    assert table == expected
+    total = timed.wall_time_s.sum() / 3600
+    assert f"InvertedPendulum-v5 {total:.1f} h in {len(timed)} runs" in block
+    assert f"Runs without a wall time: {len(unique) - len(timed)}." in block and len(unique) > len(timed)
+
+
 def committed_with_a_sweep_cut(folder):
     """The committed summary with one env's env x rollout runs taken out (an env missing from a sweep), saved to
     folder; returns its runs."""
