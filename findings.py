@@ -3,8 +3,10 @@
 Returns are compared at one env step per comparison (the last evaluation every compared run has, or, without
 evaluations, the last step every compared run's training-return curve reaches). Each finding rests on an effect
 (a return difference, a sequential-KL ratio, a rank correlation across settings, ...) with a 95% bootstrap
-interval over seeds (scipy.stats.bootstrap), and its verdict is read off that interval against a threshold.
+interval over seeds (scipy.stats.bootstrap), and its verdict is read off that interval against a threshold (for
+a rank correlation, its chance level: what a random ordering of the settings compared reaches 5% of the time).
 """
+import functools
 import warnings
 
 import numpy as np
@@ -15,6 +17,7 @@ SETTING = ["env_id", "num_envs", "num_steps", "num_minibatches", "minibatch_size
 PHASES = ("early", "middle", "late")
 MIN_SEEDS = 3  # fewer seeds than this leave every verdict inconclusive
 MIN_SETTINGS = 3  # a rank correlation across fewer settings than this is +-1 by construction
+CHANCE = 0.05  # a rank correlation holds only beyond what a random ordering of the settings reaches this often
 RESAMPLES = 9999
 CONFIDENCE = 0.95
 FINDINGS = {
@@ -107,9 +110,34 @@ def spearman(x, y):
         return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
 
 
+@functools.lru_cache(maxsize=None)
+def chance_level(n):
+    """The smallest rank correlation over n untied settings that a random ordering of them reaches or passes
+    with probability CHANCE at most (scipy's permutation distribution: all n! orderings up to 8 settings);
+    inf when no ordering is that rare (3 settings or fewer)."""
+    if n < 2:  # no ordering at all
+        return np.inf
+    ranks = np.arange(n, dtype=float)
+    null = stats.permutation_test((ranks,), lambda y, axis=-1: spearman(np.broadcast_to(ranks, y.shape), y),
+                                  permutation_type="pairings", vectorized=True, n_resamples=99_999,
+                                  alternative="greater", rng=0).null_distribution
+    rare = [v for v in np.unique(null.round(9)) if np.mean(null >= v - 1e-9) <= CHANCE]
+    return float(min(rare, default=np.inf))
+
+
+def rank_rule(direction, n):
+    """A rank correlation over n settings holds beyond the chance level, in the claimed direction (-1: a
+    negative correlation), and does not hold on the other side of 0."""
+    return ("at_most", -chance_level(n), 0) if direction < 0 else ("at_least", chance_level(n), 0)
+
+
 def read_interval(low, high, rule):
     """holds / does not hold / inconclusive, from where the interval lies against the rule's threshold."""
     kind, *t = rule
+    if kind == "at_most":  # a rank correlation takes few values: one at the chance level counts (1e-9: rounding)
+        return "holds" if high <= t[0] + 1e-9 else "does not hold" if low >= t[1] else "inconclusive"
+    if kind == "at_least":
+        return "holds" if low >= t[0] - 1e-9 else "does not hold" if high <= t[1] else "inconclusive"
     if kind == "below":
         return "holds" if high < t[0] else "does not hold" if low >= t[0] else "inconclusive"
     if kind == "above":
@@ -119,6 +147,10 @@ def read_interval(low, high, rule):
 
 def rule_text(rule):
     kind, *t = rule
+    if kind in ("at_most", "at_least"):
+        return (f"{'<=' if kind == 'at_most' else '>='} {t[0]:.3g} (chance level); "
+                f"does not hold {'>=' if kind == 'at_most' else '<='} {t[1]:g}" if np.isfinite(t[0])
+                else f"never (no chance level); does not hold {'>=' if kind == 'at_most' else '<='} {t[1]:g}")
     return f"in [{t[0]:g}, {t[1]:g}]" if kind == "within" else f"{'<' if kind == 'below' else '>'} {t[0]:g}"
 
 
@@ -142,10 +174,18 @@ def effect_row(frame, settings, columns, fn, rule, min_settings, **info):
     why += [f"{len(settings)} settings"] if len(settings) < min_settings else []
     reading = read_interval(low, high, rule) if np.isfinite([low, high]).all() else "inconclusive"
     if reading == "inconclusive":
-        why.append("the interval straddles the threshold" if np.isfinite([low, high]).all() else
+        why.append(inconclusive_why(rule, len(settings)) if np.isfinite([low, high]).all() else
                    "no interval (too few seeds, or the effect is undefined, e.g. tied values)")
     return dict(row, estimate=estimate, low=low, high=high, why=", ".join(why), reading=reading,
                 verdict="inconclusive" if why else reading)
+
+
+def inconclusive_why(rule, n):
+    if rule[0] not in ("at_most", "at_least"):
+        return "the interval straddles the threshold"
+    if not np.isfinite(rule[1]):
+        return f"no ordering of {n} settings is rarer than {CHANCE:.0%} by chance"
+    return "the interval is neither beyond the chance level nor past 0"
 
 
 def setting_means(m):
@@ -200,7 +240,7 @@ def check_findings(runs, returns, evals, kl_iterations, fig3_shapes):
             rows.append(effect_row(mb.dropna(subset=["seq_kl_mean"]), list(mb_kl.key), ["seq_kl_mean"],
                                    lambda m: spearman(np.broadcast_to(size_of, setting_means(m).shape),
                                                       setting_means(m)),
-                                   ("below", 0), MIN_SETTINGS, finding=3, env=env,
+                                   rank_rule(-1, len(mb_kl)), MIN_SETTINGS, finding=3, env=env,
                                    effect=f"rank corr(minibatch size, mean seq KL) over {len(mb_kl)} sizes"))
         er = here[here.run.isin(in_sweep["env_rollout"])]
         shapes = [er[(er.num_envs == n) & (er.num_steps == m)] for n, m in fig3_shapes]
@@ -217,7 +257,8 @@ def check_findings(runs, returns, evals, kl_iterations, fig3_shapes):
             everything, at = with_returns(with_kl)
             keys = list(everything.dropna(subset=["ret"]).key.unique())
             rows.append(effect_row(everything, keys, ["ret", "seq_kl_mean"],
-                                   lambda r, k: spearman(setting_means(r), setting_means(k)), ("above", 0),
+                                   lambda r, k: spearman(setting_means(r), setting_means(k)),
+                                   rank_rule(+1, len(keys)),
                                    MIN_SETTINGS, finding=5, env=env, **at,
                                    effect=f"rank corr(return, mean seq KL) over {len(keys)} settings of both sweeps"))
     return rows
@@ -398,7 +439,11 @@ RETURN_KIND = {
                 "interpolated at the last step all compared runs reach (the earliest run's last episode)",
 }
 
-METHOD = f"""\
+
+def method_text():
+    """How claims.md tests each finding, with the chance levels of rank correlations over typical settings."""
+    levels = ", ".join(f"{chance_level(n):.3g} for {n}" + " settings" * (n == 4) for n in (4, 5, 8))
+    return f"""\
 How to read it. Each finding is tested per env on an effect (below), from the distinct runs of that env: a run
 that serves both sweeps counts once. Returns are compared at one env step per comparison (column "returns at"):
 HalfCheetah's episodes last 1,000 steps, so runs of different N_env end their last episodes at different steps,
@@ -409,15 +454,26 @@ interval lies on the claim's side of the threshold, **does not hold** when it li
 **inconclusive** when it straddles the threshold, or with fewer than {MIN_SEEDS} seeds, or (for a rank
 correlation) fewer than {MIN_SETTINGS} settings.
 
+A rank correlation across n settings (findings 3 and 5) holds only when its whole interval lies beyond its
+chance level: the value that a random ordering of the n settings reaches or passes with probability {CHANCE:.0%} at
+most (the exact permutation distribution of Spearman's rho, `scipy.stats.permutation_test`). It is
+{levels}, and none for 3 settings or fewer (no ordering of so few is that rare).
+The correlation does not hold when its interval lies on the other side of 0, and is inconclusive in between.
+The bootstrap alone cannot tell a weak correlation from a strong one: when every resample of seeds ranks the
+settings the same way, the interval is one point, however close to 0; the chance level asks that the ranking
+also be one that chance rarely gives.
+
 | # | effect | holds when |
 | --- | --- | --- |
 | 1 | mean return at the smallest minibatch size minus at the largest (minibatch sweep) | interval < 0 |
 | 2 | mean over runs of the fraction of consecutive reference-KL steps that decrease | interval > {MONOTONE} |
-| 3 | rank correlation, across the minibatch sizes, between size and mean sequential KL | interval < 0 |
+| 3 | rank correlation, across the minibatch sizes, between size and mean sequential KL | interval <= -(chance \
+level); does not hold when >= 0 |
 | 4 | (a) return difference of the two shapes relative to the larger return; (b) ratio of their mean \
 sequential KL | (a) interval in [-{SIMILAR_RETURN}, {SIMILAR_RETURN}] and (b) interval in [{SIMILAR_KL[0]}, \
 {SIMILAR_KL[1]}]; does not hold when either lies outside |
-| 5 | rank correlation, across all settings of both sweeps, between return and mean sequential KL | interval > 0 |
+| 5 | rank correlation, across all settings of both sweeps, between return and mean sequential KL | interval >= \
+chance level; does not hold when <= 0 |
 
 Finding 2 tests what the paper states, a monotonic fall, update by update. A fall toward pi_U on the whole says
 little by itself: pi_i nears pi_U as i nears U whatever the updates do, a random walk included. How fast the
@@ -432,4 +488,4 @@ construction).
 
 
 def claims_markdown(runs, table, rows, published=()):
-    return "\n".join(["# The paper's findings, checked", "", METHOD, report(runs, table, rows, published)])
+    return "\n".join(["# The paper's findings, checked", "", method_text(), report(runs, table, rows, published)])

@@ -1,4 +1,6 @@
 """findings.py on synthetic data frames whose answers are known by construction."""
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,14 +46,17 @@ def check(specs, shapes=((1000, 50), (100, 500)), evals=()):
     return check_findings(runs, returns, ev, kl, shapes)
 
 
+SIZES = (50, 100, 250, 500, 1000)
+
+
 def test_findings_that_hold_by_construction():
     # 4 seeds; size 50 far worse, sequential KL falling with the size, reference KL always decreasing
-    rows = check(minibatch((50, 250, 1000), (1, 2, 3, 4), ret=lambda size, seed: size + 10 * seed,
+    rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: size + 10 * seed,
                            kl=lambda size, seed: 1e-3 / size * (1 + 0.01 * seed)))
     one, two, three = row(rows, 1), row(rows, 2), row(rows, 3)
     assert one["verdict"] == "holds" and one["estimate"] == pytest.approx(50 - 1000) and one["high"] < 0
     assert two["verdict"] == "holds" and two["estimate"] == 1.0
-    assert three["verdict"] == "holds" and three["estimate"] == -1 and three["settings"] == 3
+    assert three["verdict"] == "holds" and three["estimate"] == -1 and three["settings"] == 5
     assert one["seeds"] == 4 and one["why"] == ""
 
 
@@ -80,6 +85,56 @@ def test_inconclusive_findings():
     noisy = check(minibatch((50, 1000), (1, 2, 3, 4), ret=lambda size, seed: size / 10 + noise[size][seed - 1]))
     assert row(noisy, 1)["verdict"] == "inconclusive" and row(noisy, 1)["low"] < 0 < row(noisy, 1)["high"]
     assert row(noisy, 1)["why"] == "the interval straddles the threshold"
+
+
+def test_chance_level_is_the_exact_permutation_quantile_of_spearmans_rho():
+    # independently: every ordering of n settings, scipy's own Spearman rho, the smallest value reached or passed
+    # by at most 5% of the orderings
+    for n in range(3, 8):
+        rhos = np.array([stats.spearmanr(np.arange(n), p).statistic for p in itertools.permutations(range(n))])
+        rare = [v for v in np.unique(rhos.round(9)) if np.mean(rhos >= v - 1e-9) <= 0.05]
+        assert findings.chance_level(n) == pytest.approx(min(rare, default=np.inf)), n
+    assert findings.chance_level(1) == findings.chance_level(3) == np.inf and findings.chance_level(5) == pytest.approx(0.9)
+
+
+def test_a_stable_but_weak_rank_correlation_is_not_support():
+    # Ant-v5's hump: sequential KL ranks 250 > 500 > 100 > 50 > 1000 at every seed, rank correlation -0.1.
+    # Every resample of seeds gives -0.1, so the interval is the point [-0.1, -0.1]: below 0, yet a ranking that
+    # 45% of random orderings of 5 sizes reach or pass
+    hump = {50: 2, 100: 3, 250: 5, 500: 4, 1000: 1}
+    rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
+                           kl=lambda size, seed: hump[size] * 1e-6 * (1 + 0.01 * seed)))
+    three = row(rows, 3)
+    assert three["estimate"] == pytest.approx(-0.1) and (three["low"], three["high"]) == pytest.approx((-0.1, -0.1))
+    assert three["verdict"] == "inconclusive"
+    assert three["why"] == "the interval is neither beyond the chance level nor past 0"
+    assert three["rule"] == "<= -0.9 (chance level); does not hold >= 0"
+    # one swap of neighbours from a perfect order, at every seed: -0.9, exactly the chance level of 5, holds
+    near = {50: 5, 100: 4, 250: 3, 500: 1, 1000: 2}
+    rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
+                           kl=lambda size, seed: near[size] * 1e-6 * (1 + 0.01 * seed)))
+    assert row(rows, 3)["estimate"] == pytest.approx(-0.9) and row(rows, 3)["verdict"] == "holds"
+
+
+def test_a_rank_correlation_over_four_settings_holds_only_if_every_resample_orders_them_perfectly():
+    # finding 5 over Humanoid-v5's phase 2 settings: returns and sequential KL in the same order, so the
+    # correlation is 1 (a 1-in-24 ordering by chance)
+    def specs(swapped_seed):
+        order = {(500, 100, 50): 1, (500, 100, 1000): 2, (1000, 50, 1000): 3, (100, 500, 1000): 4}
+        out = []
+        for (n, m, size), rank in order.items():
+            for seed in (1, 2, 3, 4):
+                kl_rank = {1: 2, 2: 1}.get(rank, rank) if seed == swapped_seed else rank
+                out.append(dict(sweep="minibatch" if (n, m) == (500, 100) else "env_rollout", shape=(n, m),
+                                size=size, seed=seed, ret=1000.0 * rank, kl=1e-6 * kl_rank))
+        return out
+    five = row(check(specs(None)), 5)
+    assert five["settings"] == 4 and (five["estimate"], five["low"], five["high"]) == pytest.approx((1, 1, 1))
+    assert five["verdict"] == "holds" and five["rule"] == ">= 1 (chance level); does not hold <= 0"
+    # one seed's KL swaps the two lowest settings: resamples heavy in that seed fall short of a perfect order
+    five = row(check(specs(4)), 5)
+    assert five["estimate"] == pytest.approx(1) and five["low"] < 1 and five["low"] > 0
+    assert five["verdict"] == "inconclusive"
 
 
 def test_a_run_shared_by_two_sweeps_is_counted_once():
