@@ -4,9 +4,11 @@ Returns are compared at one env step per comparison (the last evaluation every c
 evaluations, the last step every compared run's training-return curve reaches). Each finding rests on an effect
 (a return difference, a sequential-KL ratio, a rank correlation across settings, ...) with a 95% bootstrap
 interval over seeds (scipy.stats.bootstrap), and its verdict is read off that interval against a threshold (for
-a rank correlation, its chance level: what a random ordering of the settings compared reaches 5% of the time).
+a rank correlation, its chance level: what a random ordering of the settings reaches or passes 5% of the time at
+most).
 """
 import functools
+import textwrap
 import warnings
 
 import numpy as np
@@ -17,7 +19,7 @@ SETTING = ["env_id", "num_envs", "num_steps", "num_minibatches", "minibatch_size
 PHASES = ("early", "middle", "late")
 MIN_SEEDS = 3  # fewer seeds than this leave every verdict inconclusive
 MIN_SETTINGS = 3  # a rank correlation across fewer settings than this is +-1 by construction
-CHANCE = 0.05  # a rank correlation holds only beyond what a random ordering of the settings reaches this often
+CHANCE = 0.05  # a rank correlation holds only where a random ordering of the settings reaches this often at most
 RESAMPLES = 9999
 CONFIDENCE = 0.95
 FINDINGS = {
@@ -113,31 +115,26 @@ def spearman(x, y):
 @functools.lru_cache(maxsize=None)
 def chance_level(n):
     """The smallest rank correlation over n untied settings that a random ordering of them reaches or passes
-    with probability CHANCE at most (scipy's permutation distribution: all n! orderings up to 8 settings);
-    inf when no ordering is that rare (3 settings or fewer)."""
+    with probability CHANCE at most (scipy's permutation distribution: exact, all n! orderings, up to 8
+    settings; 99,999 random orderings beyond); inf when no ordering is that rare (3 settings or fewer)."""
     if n < 2:  # no ordering at all
         return np.inf
     ranks = np.arange(n, dtype=float)
     null = stats.permutation_test((ranks,), lambda y, axis=-1: spearman(np.broadcast_to(ranks, y.shape), y),
                                   permutation_type="pairings", vectorized=True, n_resamples=99_999,
-                                  alternative="greater", rng=0).null_distribution
+                                  rng=0).null_distribution
     rare = [v for v in np.unique(null.round(9)) if np.mean(null >= v - 1e-9) <= CHANCE]
     return float(min(rare, default=np.inf))
-
-
-def rank_rule(direction, n):
-    """A rank correlation over n settings holds beyond the chance level, in the claimed direction (-1: a
-    negative correlation), and does not hold on the other side of 0."""
-    return ("at_most", -chance_level(n), 0) if direction < 0 else ("at_least", chance_level(n), 0)
 
 
 def read_interval(low, high, rule):
     """holds / does not hold / inconclusive, from where the interval lies against the rule's threshold."""
     kind, *t = rule
-    if kind == "at_most":  # a rank correlation takes few values: one at the chance level counts (1e-9: rounding)
-        return "holds" if high <= t[0] + 1e-9 else "does not hold" if low >= t[1] else "inconclusive"
-    if kind == "at_least":
-        return "holds" if low >= t[0] - 1e-9 else "does not hold" if high <= t[1] else "inconclusive"
+    if kind == "rank":  # t: the claimed sign (+1 or -1) of a rank correlation, and its chance level
+        sign, level = t
+        low, high = sorted((sign * low, sign * high))  # as if the claim were a positive correlation
+        # a rank correlation takes few values: one at the chance level counts (1e-9: the level is rounded)
+        return "holds" if low >= level - 1e-9 else "does not hold" if high <= 0 else "inconclusive"
     if kind == "below":
         return "holds" if high < t[0] else "does not hold" if low >= t[0] else "inconclusive"
     if kind == "above":
@@ -147,10 +144,11 @@ def read_interval(low, high, rule):
 
 def rule_text(rule):
     kind, *t = rule
-    if kind in ("at_most", "at_least"):
-        return (f"{'<=' if kind == 'at_most' else '>='} {t[0]:.3g} (chance level); "
-                f"does not hold {'>=' if kind == 'at_most' else '<='} {t[1]:g}" if np.isfinite(t[0])
-                else f"never (no chance level); does not hold {'>=' if kind == 'at_most' else '<='} {t[1]:g}")
+    if kind == "rank":
+        sign, level = t
+        op, other = (">=", "<=") if sign > 0 else ("<=", ">=")
+        holds = f"{op} {sign * level:.3g} (chance level)" if np.isfinite(level) else "never (no chance level)"
+        return f"{holds}; does not hold {other} 0"
     return f"in [{t[0]:g}, {t[1]:g}]" if kind == "within" else f"{'<' if kind == 'below' else '>'} {t[0]:g}"
 
 
@@ -174,18 +172,20 @@ def effect_row(frame, settings, columns, fn, rule, min_settings, **info):
     why += [f"{len(settings)} settings"] if len(settings) < min_settings else []
     reading = read_interval(low, high, rule) if np.isfinite([low, high]).all() else "inconclusive"
     if reading == "inconclusive":
-        why.append(inconclusive_why(rule, len(settings)) if np.isfinite([low, high]).all() else
+        why.append(inconclusive_why(rule, len(settings), low, high) if np.isfinite([low, high]).all() else
                    "no interval (too few seeds, or the effect is undefined, e.g. tied values)")
     return dict(row, estimate=estimate, low=low, high=high, why=", ".join(why), reading=reading,
                 verdict="inconclusive" if why else reading)
 
 
-def inconclusive_why(rule, n):
-    if rule[0] not in ("at_most", "at_least"):
+def inconclusive_why(rule, n, low, high):
+    if rule[0] != "rank":
         return "the interval straddles the threshold"
-    if not np.isfinite(rule[1]):
+    if not np.isfinite(rule[2]):
         return f"no ordering of {n} settings is rarer than {CHANCE:.0%} by chance"
-    return "the interval is neither beyond the chance level nor past 0"
+    if low < 0 < high:
+        return "the interval straddles 0"
+    return "the interval is on the claim's side of 0 but not wholly at or beyond the chance level"
 
 
 def setting_means(m):
@@ -240,7 +240,7 @@ def check_findings(runs, returns, evals, kl_iterations, fig3_shapes):
             rows.append(effect_row(mb.dropna(subset=["seq_kl_mean"]), list(mb_kl.key), ["seq_kl_mean"],
                                    lambda m: spearman(np.broadcast_to(size_of, setting_means(m).shape),
                                                       setting_means(m)),
-                                   rank_rule(-1, len(mb_kl)), MIN_SETTINGS, finding=3, env=env,
+                                   ("rank", -1, chance_level(len(mb_kl))), MIN_SETTINGS, finding=3, env=env,
                                    effect=f"rank corr(minibatch size, mean seq KL) over {len(mb_kl)} sizes"))
         er = here[here.run.isin(in_sweep["env_rollout"])]
         shapes = [er[(er.num_envs == n) & (er.num_steps == m)] for n, m in fig3_shapes]
@@ -258,7 +258,7 @@ def check_findings(runs, returns, evals, kl_iterations, fig3_shapes):
             keys = list(everything.dropna(subset=["ret"]).key.unique())
             rows.append(effect_row(everything, keys, ["ret", "seq_kl_mean"],
                                    lambda r, k: spearman(setting_means(r), setting_means(k)),
-                                   rank_rule(+1, len(keys)),
+                                   ("rank", +1, chance_level(len(keys))),
                                    MIN_SETTINGS, finding=5, env=env, **at,
                                    effect=f"rank corr(return, mean seq KL) over {len(keys)} settings of both sweeps"))
     return rows
@@ -442,7 +442,22 @@ RETURN_KIND = {
 
 def method_text():
     """How claims.md tests each finding, with the chance levels of rank correlations over typical settings."""
-    levels = ", ".join(f"{chance_level(n):.3g} for {n}" + " settings" * (n == 4) for n in (4, 5, 8))
+    # \0 keeps "0.9 for 5" and the like on one line
+    levels = ",\0".join(f"{chance_level(n):.3g}\0for\0{n}" + "\0settings" * (n == 4) for n in (4, 5, 8))
+    rank = textwrap.fill(
+        "A rank correlation across n settings (findings 3 and 5) holds only when its whole interval lies at or "
+        "beyond its chance level: the value that a random ordering of the n settings reaches or passes with "
+        f"probability {CHANCE:.0%} at most (the permutation distribution of Spearman's rho, "
+        f"`scipy.stats.permutation_test`, exact up to 8 settings). It is {levels}, and there is none for 3 "
+        "settings or fewer (no ordering of so few is that rare). The bootstrap alone cannot tell a weak "
+        "correlation from a strong one: when every resample of seeds ranks the settings the same way, the "
+        "interval is one point, however close to 0. So \"holds\" asks that the ranking be one that chance rarely "
+        "gives, at 97.5% of the resamples or more: a conservative rule, not a test at the 5% level. The claims "
+        "are directional, and a correlation does not hold when its interval lies wholly on the other side of 0 "
+        "(the settings rank against the claim at every resample); this needs no chance level, so with no "
+        "association at all it can come out up to half the time. A correlation on the claim's side of 0 but "
+        "short of its chance level is inconclusive: random orderings often rank the settings that well.",
+        113).replace("\0", " ")
     return f"""\
 How to read it. Each finding is tested per env on an effect (below), from the distinct runs of that env: a run
 that serves both sweeps counts once. Returns are compared at one env step per comparison (column "returns at"):
@@ -454,14 +469,7 @@ interval lies on the claim's side of the threshold, **does not hold** when it li
 **inconclusive** when it straddles the threshold, or with fewer than {MIN_SEEDS} seeds, or (for a rank
 correlation) fewer than {MIN_SETTINGS} settings.
 
-A rank correlation across n settings (findings 3 and 5) holds only when its whole interval lies beyond its
-chance level: the value that a random ordering of the n settings reaches or passes with probability {CHANCE:.0%} at
-most (the exact permutation distribution of Spearman's rho, `scipy.stats.permutation_test`). It is
-{levels}, and none for 3 settings or fewer (no ordering of so few is that rare).
-The correlation does not hold when its interval lies on the other side of 0, and is inconclusive in between.
-The bootstrap alone cannot tell a weak correlation from a strong one: when every resample of seeds ranks the
-settings the same way, the interval is one point, however close to 0; the chance level asks that the ranking
-also be one that chance rarely gives.
+{rank}
 
 | # | effect | holds when |
 | --- | --- | --- |

@@ -88,32 +88,59 @@ def test_inconclusive_findings():
 
 
 def test_chance_level_is_the_exact_permutation_quantile_of_spearmans_rho():
-    # independently: every ordering of n settings, scipy's own Spearman rho, the smallest value reached or passed
-    # by at most 5% of the orderings
-    for n in range(3, 8):
-        rhos = np.array([stats.spearmanr(np.arange(n), p).statistic for p in itertools.permutations(range(n))])
-        rare = [v for v in np.unique(rhos.round(9)) if np.mean(rhos >= v - 1e-9) <= 0.05]
-        assert findings.chance_level(n) == pytest.approx(min(rare, default=np.inf)), n
-    assert findings.chance_level(1) == findings.chance_level(3) == np.inf and findings.chance_level(5) == pytest.approx(0.9)
+    # independently: every ordering of n settings, rho = 1 - 6 sum(d^2) / (n^3 - n), and the smallest value that
+    # at most 5% of the orderings reach or pass
+    for n in range(2, 9):
+        perms = np.array(list(itertools.permutations(range(n))))
+        rhos = 1 - 6 * ((perms - np.arange(n)) ** 2).sum(1) / (n ** 3 - n)
+        tail = {v: np.mean(rhos >= v - 1e-12) for v in np.unique(rhos)}
+        assert findings.chance_level(n) == pytest.approx(min([v for v, p in tail.items() if p <= 0.05],
+                                                             default=np.inf)), n
+    # the one-tailed 5% critical values of Spearman's rho in published tables
+    assert [findings.chance_level(n) for n in range(1, 9)] == pytest.approx(
+        [np.inf, np.inf, np.inf, 1.0, 0.9, 0.829, 0.714, 0.643], abs=5e-4)
+
+
+def test_rank_correlation_readings():
+    read, level = findings.read_interval, findings.chance_level(5)  # 0.9
+    claims_negative, claims_positive = ("rank", -1, level), ("rank", +1, level)
+    assert [read(-1, -0.9, claims_negative), read(-0.9, -0.9, claims_negative), read(-0.8, -0.1, claims_negative),
+            read(-0.5, 0.5, claims_negative), read(0, 0, claims_negative), read(0.1, 0.9, claims_negative)] == \
+           ["holds", "holds", "inconclusive", "inconclusive", "does not hold", "does not hold"]
+    assert [read(0.9, 1, claims_positive), read(0.2, 0.8, claims_positive), read(-0.9, -0.1, claims_positive)] == \
+           ["holds", "inconclusive", "does not hold"]
+    never = ("rank", +1, findings.chance_level(3))  # no chance level: 3 settings can refute, never support
+    assert [read(1, 1, never), read(-1, -0.5, never)] == ["inconclusive", "does not hold"]
+    assert findings.rule_text(claims_negative) == "<= -0.9 (chance level); does not hold >= 0"
+    assert findings.rule_text(never) == "never (no chance level); does not hold <= 0"
+    assert findings.inconclusive_why(never, 3, 1, 1) == "no ordering of 3 settings is rarer than 5% by chance"
+    assert findings.inconclusive_why(claims_negative, 5, -0.5, 0.5) == "the interval straddles 0"
 
 
 def test_a_stable_but_weak_rank_correlation_is_not_support():
     # Ant-v5's hump: sequential KL ranks 250 > 500 > 100 > 50 > 1000 at every seed, rank correlation -0.1.
     # Every resample of seeds gives -0.1, so the interval is the point [-0.1, -0.1]: below 0, yet a ranking that
-    # 45% of random orderings of 5 sizes reach or pass
+    # 57 of the 120 orderings of 5 sizes reach or pass
     hump = {50: 2, 100: 3, 250: 5, 500: 4, 1000: 1}
     rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
                            kl=lambda size, seed: hump[size] * 1e-6 * (1 + 0.01 * seed)))
     three = row(rows, 3)
     assert three["estimate"] == pytest.approx(-0.1) and (three["low"], three["high"]) == pytest.approx((-0.1, -0.1))
     assert three["verdict"] == "inconclusive"
-    assert three["why"] == "the interval is neither beyond the chance level nor past 0"
+    assert three["why"] == "the interval is on the claim's side of 0 but not wholly at or beyond the chance level"
     assert three["rule"] == "<= -0.9 (chance level); does not hold >= 0"
     # one swap of neighbours from a perfect order, at every seed: -0.9, exactly the chance level of 5, holds
     near = {50: 5, 100: 4, 250: 3, 500: 1, 1000: 2}
     rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
                            kl=lambda size, seed: near[size] * 1e-6 * (1 + 0.01 * seed)))
     assert row(rows, 3)["estimate"] == pytest.approx(-0.9) and row(rows, 3)["verdict"] == "holds"
+    # 8 sizes ranked at exactly the chance level of 8 (sum of d^2 = 30: rho = -0.642857...), which is rounded
+    eight = (50, 100, 125, 200, 250, 400, 500, 1000)
+    ranks = dict(zip(eight, (4, 6, 8, 5, 7, 3, 2, 1)))  # d = -4, -1, 2, 0, 3, 0, 0, 0 from the reversed order
+    rows = check(minibatch(eight, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
+                           kl=lambda size, seed: ranks[size] * 1e-6 * (1 + 0.01 * seed)))
+    assert row(rows, 3)["estimate"] == pytest.approx(-1 + 6 * 30 / (8 ** 3 - 8))
+    assert row(rows, 3)["verdict"] == "holds"
 
 
 def test_a_rank_correlation_over_four_settings_holds_only_if_every_resample_orders_them_perfectly():
@@ -124,14 +151,14 @@ def test_a_rank_correlation_over_four_settings_holds_only_if_every_resample_orde
         out = []
         for (n, m, size), rank in order.items():
             for seed in (1, 2, 3, 4):
-                kl_rank = {1: 2, 2: 1}.get(rank, rank) if seed == swapped_seed else rank
+                kl = {1: 2.5, 2: 0.5}.get(rank, rank) if seed == swapped_seed else rank
                 out.append(dict(sweep="minibatch" if (n, m) == (500, 100) else "env_rollout", shape=(n, m),
-                                size=size, seed=seed, ret=1000.0 * rank, kl=1e-6 * kl_rank))
+                                size=size, seed=seed, ret=1000.0 * rank, kl=1e-6 * kl))
         return out
     five = row(check(specs(None)), 5)
     assert five["settings"] == 4 and (five["estimate"], five["low"], five["high"]) == pytest.approx((1, 1, 1))
     assert five["verdict"] == "holds" and five["rule"] == ">= 1 (chance level); does not hold <= 0"
-    # one seed's KL swaps the two lowest settings: resamples heavy in that seed fall short of a perfect order
+    # one seed's KL swaps the two lowest settings: resamples that draw it twice or more fall short of a perfect order
     five = row(check(specs(4)), 5)
     assert five["estimate"] == pytest.approx(1) and five["low"] < 1 and five["low"] > 0
     assert five["verdict"] == "inconclusive"
