@@ -283,20 +283,39 @@ def ppo_loss(agent, obs, actions, old_logprobs, advantages, returns, old_values,
 
 
 def clip_grad_norm_per_member(grad, max_norm):
-    """nn.utils.clip_grad_norm_ for each member on its own: grad [S, P], each row scaled to global norm <= max_norm."""
+    """nn.utils.clip_grad_norm_ for each member on its own: grad [S, P], each row scaled to global norm <= max_norm.
+    Returns each row's norm before clipping and the factor it was scaled by (1 when not clipped)."""
     norm = torch.linalg.vector_norm(grad, dim=1)
-    grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0).unsqueeze(1))
+    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    grad.mul_(scale.unsqueeze(1))
+    return norm, scale
+
+
+# What sets the size of one minibatch update, recorded per update beside the KL profile (each [S] per update)
+ANATOMY = ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step", "approx_kl", "clipfrac")
+
+
+def clipped_step(agent, grad, max_grad_norm, step):
+    """Clips each member's gradient to its global norm, then takes the optimiser step `step()`. Returns the
+    update's anatomy: the gradient's global and actor norms before clipping, the clipping factor, and the L2 norm
+    of the actor's change (its weights and log-std). Reading them changes nothing the update computes."""
+    actor_size = agent.actor_size
+    actor_before = agent.params.detach()[:, :actor_size].clone()
+    actor_grad_norm = torch.linalg.vector_norm(grad[:, :actor_size], dim=1)
+    grad_norm, clip_scale = clip_grad_norm_per_member(grad, max_grad_norm)
+    step()
+    actor_step = torch.linalg.vector_norm(agent.params.detach()[:, :actor_size] - actor_before, dim=1)
+    return dict(grad_norm=grad_norm, actor_grad_norm=actor_grad_norm, clip_scale=clip_scale, actor_step=actor_step)
 
 
 def minibatch_update(agent, optimizer, minibatch, mask, args):
     """One update of every member on its minibatch: the gradient of its own loss (the members' weights are
     disjoint, so the gradient of the summed loss is each member's own), clipped to its own global norm, then one
-    Adam step."""
+    Adam step. Returns the losses [S] and the minibatch's statistics, the update's ANATOMY among them."""
     loss, stats = ppo_loss(agent, *minibatch, mask, args)
     optimizer.zero_grad()
     loss.sum().backward()
-    clip_grad_norm_per_member(agent.params.grad, args.max_grad_norm)
-    optimizer.step()
+    stats |= clipped_step(agent, agent.params.grad, args.max_grad_norm, optimizer.step)
     return loss.detach(), stats
 
 
@@ -311,12 +330,14 @@ def minibatch_update_graph(agent, optimizer, minibatch, mask, args):
         return loss.sum(), (loss, stats)
 
     grad, (loss, stats) = torch.func.grad(summed_loss, has_aux=True)(agent.params)
-    clip_grad_norm_per_member(grad, args.max_grad_norm)
     group, state = optimizer.param_groups[0], optimizer.state[agent.params]
-    adam([agent.params], [grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]], foreach=False,
-         amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"], weight_decay=0.0,
-         eps=group["eps"], maximize=False)
-    return loss, stats
+
+    def adam_step():
+        adam([agent.params], [grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]], foreach=False,
+             amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"], weight_decay=0.0,
+             eps=group["eps"], maximize=False)
+
+    return loss, stats | clipped_step(agent, grad, args.max_grad_norm, adam_step)
 
 
 def hms(seconds):
@@ -381,6 +402,7 @@ if __name__ == "__main__":
         dones=torch.zeros(shape, device=device), values=torch.zeros(shape, device=device),
     )
     update_losses = torch.zeros(num_updates_max, S, device=device)
+    update_anatomy = torch.zeros(num_updates_max, len(ANATOMY), S, device=device)
 
     # the runs, from their start or from their checkpoints
     next_obs, _ = envs.reset(seed=[seed + i for seed in seeds for i in range(args.num_envs)])
@@ -498,6 +520,7 @@ if __name__ == "__main__":
                     loss, stats = update_minibatch(agent, optimizer, [x[minibatch] for x in shuffled],
                                                    None if masks is None else masks[minibatch], args)
                     update_losses[update] = loss
+                    update_anatomy[update] = torch.stack([stats[name] for name in ANATOMY])
                     clipfrac_sum += stats["clipfrac"]
                     update += 1
                     if args.kl:
@@ -516,6 +539,7 @@ if __name__ == "__main__":
 
             # logging, with CleanRL's tags, into each member's own run folder
             profiles = store.finish_iteration() if args.kl else None
+            anatomy = update_anatomy[:update].cpu().numpy()
             sps = int(global_step / (time.time() - start_time))
             for m, writer in enumerate(writers):
                 y_pred, y_true = b_values[m, :counts[m]].cpu().numpy(), b_returns[m, :counts[m]].cpu().numpy()
@@ -531,9 +555,14 @@ if __name__ == "__main__":
                 writer.add_scalar("losses/clipfrac", (clipfrac_sum[m] / update).item(), global_step)
                 writer.add_scalar("losses/explained_variance", explained_var, global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
+                member_anatomy = {name: anatomy[:, i, m] for i, name in enumerate(ANATOMY)}
+                for name, values in member_anatomy.items():
+                    writer.add_scalar(f"update/{name}_mean", values.mean(), global_step)
+                    writer.add_scalar(f"update/{name}_max", values.max(), global_step)
                 if args.kl:
                     write_kl_profile(
-                        writer, os.path.join(run_dirs[m], "kl", f"iter_{iteration:05d}.npz"), profiles[m], global_step,
+                        writer, os.path.join(run_dirs[m], "kl", f"iter_{iteration:05d}.npz"),
+                        profiles[m] | member_anatomy, global_step,
                         store.snapshots(m) if args.kl_save_snapshots else {}, iteration=iteration,
                         num_envs=args.num_envs, num_steps=args.num_steps, minibatch_size=args.minibatch_size,
                         num_minibatches=args.num_minibatches, num_updates=update, kl_every=args.kl_every,

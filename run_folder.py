@@ -463,7 +463,7 @@ def discard_kl_after(run_dir, iteration):
 
 def write_tensorboard_layout(writer):
     """Groups the run's scalars on TensorBoard's Custom Scalars dashboard: returns, the KL profile, its contraction,
-    the losses. Each chart's tags are regular expressions matched from the tag's start, hence the '$'."""
+    the anatomy of the minibatch updates, the losses. Each chart's tags are regular expressions matched from the tag's start, hence the '$'."""
     def chart(*tags):
         return ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
     writer.add_custom_scalars({
@@ -480,6 +480,15 @@ def write_tensorboard_layout(writer):
             "gamma_D per 1% of the iteration's updates (compares settings)": chart("kl/gamma_D_per_pct"),
             "fraction of updates that decrease ref_kl": chart("kl/ref_kl_decrease_frac"),
         },
+        "update": {
+            "gradient norm before clipping: global, actor (mean, max over the iteration's updates)": chart(
+                "update/grad_norm_mean", "update/grad_norm_max", "update/actor_grad_norm_mean",
+                "update/actor_grad_norm_max"),
+            "clipping factor of the gradient (1: not clipped)": chart("update/clip_scale_mean", "update/clip_scale_max"),
+            "L2 norm of the actor's change in one update": chart("update/actor_step_mean", "update/actor_step_max"),
+            "minibatch's approximate KL and clip fraction": chart(
+                "update/approx_kl_mean", "update/approx_kl_max", "update/clipfrac_mean", "update/clipfrac_max"),
+        },
         "losses": {
             "policy and value loss": chart("losses/policy_loss", "losses/value_loss"),
             "approximate KL": chart("losses/approx_kl", "losses/old_approx_kl"),
@@ -491,10 +500,12 @@ def write_tensorboard_layout(writer):
 
 
 def disk_need_bytes(args, iterations_left, obs_dim, act_dim, checkpoint_bytes):
-    """About what the run will write from here on: a checkpoint being replaced, plus one KL file per iteration."""
-    kept = args.update_epochs * args.num_minibatches // args.kl_every + 2
+    """About what the run will write from here on: a checkpoint being replaced, plus one KL file per iteration (its
+    profile, and six float32 numbers per update: the anatomy)."""
+    updates = args.update_epochs * args.num_minibatches
+    kept = updates // args.kl_every + 2
     states = args.kl_num_states or args.batch_size
-    kl_file = 4096 + 40 * kept + (4 * states * (obs_dim + kept * act_dim) if args.kl_save_snapshots else 0)
+    kl_file = 4096 + 40 * kept + 24 * updates + (4 * states * (obs_dim + kept * act_dim) if args.kl_save_snapshots else 0)
     return 2 * checkpoint_bytes + (iterations_left * kl_file if args.kl else 0)
 
 

@@ -26,6 +26,7 @@ class ReplayedIteration:
     means: np.ndarray  # the policy's means on them before the first update and after every update [U + 1, s, A]
     logstds: np.ndarray  # its log-stds [U + 1, A]
     approx_kl: list  # each update's approx_kl, as the loss computed it before the update
+    anatomy: dict  # each update's grad_norm, actor_grad_norm, clip_scale, actor_step, clipfrac: lists, in float64
     params: torch.Tensor  # all weights at the iteration's end [1, P]
     dones: np.ndarray  # the rollout's dones [T, N]: dones[t] says obs[t] ended an episode
     next_done: np.ndarray  # [N], whether the rollout's last step ended an episode
@@ -82,7 +83,16 @@ def _replay(args):
                 with torch.no_grad():
                     return agent.actor_mean(states)[0].clone(), agent.layer("actor_logstd", agent.params)[0].clone()
 
+            def actor_weights():  # by layer name, in float64: independent of the flat layout's slicing
+                layers = [agent.layer(f"actor_mean.{i}", agent.params) for i in (0, 2, 4)]
+                return torch.cat([w.detach().double().flatten() for layer in layers for w in layer]
+                                 + [agent.layer("actor_logstd", agent.params).detach().double().flatten()])
+
+            def norm(x):
+                return float(np.sqrt(np.sum(x.double().numpy() ** 2)))
+
             snapshots, approx_kl = [policy()], []
+            anatomy = {k: [] for k in ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step", "clipfrac")}
             for epoch in range(args.update_epochs):
                 indices, masks = minibatch_indices(counts, args.num_minibatches, args.minibatch_size, generators)
                 shuffled = [x[members_index, indices] for x in batch]
@@ -91,17 +101,28 @@ def _replay(args):
                                            None if masks is None else masks[minibatch], args)
                     optimizer.zero_grad()
                     loss.sum().backward()
+                    grad = {name: agent.layer(name, agent.params.grad) for name, *_ in agent.layout}
+                    grad_norm = norm(torch.cat([g.flatten() for layer in grad.values() for g in layer]))
+                    actor_grad_norm = norm(torch.cat([g.flatten() for name, layer in grad.items()
+                                                      if name.startswith("actor") for g in layer]))
+                    before = actor_weights()
                     clip_grad_norm_per_member(agent.params.grad, args.max_grad_norm)
                     optimizer.step()
                     snapshots.append(policy())
                     approx_kl.append(stats["approx_kl"].item())
+                    # torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6), at most 1
+                    anatomy["clip_scale"].append(min(1.0, args.max_grad_norm / (grad_norm + 1e-6)))
+                    anatomy["grad_norm"].append(grad_norm)
+                    anatomy["actor_grad_norm"].append(actor_grad_norm)
+                    anatomy["actor_step"].append(float(torch.linalg.vector_norm(actor_weights() - before)))
+                    anatomy["clipfrac"].append(stats["clipfrac"].item())
                 # CleanRL: once per epoch, on the approx_kl of its last minibatch
                 if args.target_kl is not None and approx_kl[-1] > args.target_kl:
                     break
             replayed.append(ReplayedIteration(
                 iteration=iteration, learning_rate=optimizer.param_groups[0]["lr"], states=states[0].numpy(),
                 means=torch.stack([m for m, _ in snapshots]).numpy(),
-                logstds=torch.stack([s for _, s in snapshots]).numpy(), approx_kl=approx_kl,
+                logstds=torch.stack([s for _, s in snapshots]).numpy(), approx_kl=approx_kl, anatomy=anatomy,
                 params=agent.params.detach().clone(), dones=rollout.dones[:, 0].numpy().copy(),
                 next_done=next_done[0].numpy().copy()))
     finally:

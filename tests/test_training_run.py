@@ -64,6 +64,26 @@ def test_snapshots_are_the_policy_after_each_update(hopper_run, hopper_replay):
             np.testing.assert_array_equal(f["logstds"][k], replayed.logstds[k], err_msg=f"iteration {it}, snapshot {k}")
 
 
+def test_update_anatomy_matches_a_replay_of_the_updates(hopper_run, hopper_replay):
+    """Each update's anatomy in the KL files against the replay's own computation of it, in float64 from the
+    named layers (not the flat parameter's slices): the gradient's global and actor norms before clipping, the
+    clipping factor, the L2 norm of the actor's change; its approximate KL and clip fraction are the loss's of
+    that very minibatch, bit for bit. Float tolerance: 1e-5 relative (float32 norms of ~5,000 numbers)."""
+    files = load_kl(hopper_run)
+    for f, replayed in zip(files, hopper_replay, strict=True):
+        assert int(f["num_updates"]) == replayed.num_updates
+        for name in ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step"):
+            assert f[name].shape == (replayed.num_updates,) and f[name].dtype == np.float32, name
+            np.testing.assert_allclose(f[name], replayed.anatomy[name], rtol=1e-5, atol=0, err_msg=name)
+        np.testing.assert_array_equal(f["approx_kl"], np.float32(replayed.approx_kl))
+        np.testing.assert_array_equal(f["clipfrac"], np.float32(replayed.anatomy["clipfrac"]))
+        # the tiny runs' gradients exceed 0.5, so clipping acts: the factor is no constant 1
+        assert (f["clip_scale"] < 1).any() and np.all(f["clip_scale"] <= 1)
+        assert np.all(f["actor_grad_norm"] <= f["grad_norm"] * (1 + 1e-6))
+        # and each update's actor step is the gap between consecutive snapshots' weights, not a neighbour's
+        assert len(set(np.round(f["actor_step"], 7))) > 1
+
+
 def test_last_snapshot_is_the_trained_policy(hopper_run, hopper_replay):
     saved = torch.load(os.path.join(hopper_run, "ppo_continuous_kl.pt"), weights_only=False)
     agent = Agent(saved["obs_dim"], saved["act_dim"])
@@ -95,9 +115,11 @@ def test_tensorboard_tags_args_and_summary(hopper_run):
     kl_tags = {"kl/seq_kl_mean", "kl/ref_kl_start", "kl/ref_kl_decrease_frac", "kl/gamma_D", "kl/gamma_D_per_pct",
                "kl/num_updates"}
     eval_tags = {"eval/episodic_return", "eval/episodic_length", "eval/episodic_returns"}
-    assert cleanrl_tags | kl_tags | eval_tags | {"eval/saved_model_episodic_return"} <= set(logged)
+    anatomy = ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step", "approx_kl", "clipfrac")
+    update_tags = {f"update/{name}_{stat}" for name in anatomy for stat in ("mean", "max")}
+    assert cleanrl_tags | kl_tags | eval_tags | update_tags | {"eval/saved_model_episodic_return"} <= set(logged)
     # once per iteration, at its global_step (the episodes: test_episode_tags_sit_at_the_env_steps_where_they_ended)
-    for tag in (cleanrl_tags - {"charts/episodic_return", "charts/episodic_length"}) | kl_tags:
+    for tag in (cleanrl_tags - {"charts/episodic_return", "charts/episodic_length"}) | kl_tags | update_tags:
         assert [step for step, _ in logged[tag]] == [128, 256], tag
     # --eval-every 1 --eval-episodes 2: a mean at each iteration's end, and each of its 2 episodes
     for tag in ("eval/episodic_return", "eval/episodic_length"):
@@ -106,6 +128,10 @@ def test_tensorboard_tags_args_and_summary(hopper_run):
     assert [step for step, _ in logged["eval/saved_model_episodic_return"]] == [0, 1]  # --save-model: per episode
     kl_files = load_kl(hopper_run)
     np.testing.assert_allclose([v for _, v in logged["kl/ref_kl_start"]], [f["ref_kl"][0] for f in kl_files], rtol=1e-6)
+    for name in anatomy:  # the iteration's mean and max over its updates, as the KL files hold them
+        for stat in ("mean", "max"):
+            np.testing.assert_allclose([v for _, v in logged[f"update/{name}_{stat}"]],
+                                       [getattr(np, stat)(f[name]) for f in kl_files], rtol=1e-6, err_msg=name)
     args = load_args(hopper_run)
     assert args["env_id"] == "Hopper-v5" and args["minibatch_size"] == 32 and args["num_minibatches"] == 4
     with open(os.path.join(hopper_run, "summary.json")) as f:
@@ -209,5 +235,8 @@ def test_compiled_update_trains_like_eager(tiny_run, tmp_path):
         assert drift[0] == 0 and drift[1] < 1e-4 * moved[0], (key, drift[:2], moved[0])
         assert drift.max() < 1e-2 * moved.min(), (key, drift.max(), moved.min())
     np.testing.assert_allclose(compiled[0]["ref_kl"], eager[0]["ref_kl"], rtol=1e-3, atol=1e-12)
+    # the anatomy computed inside the graph is eager's, to the same roundings
+    for name in ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step", "approx_kl", "clipfrac"):
+        np.testing.assert_allclose(compiled[0][name], eager[0][name], rtol=1e-3, atol=1e-7, err_msg=name)
     # from iteration 2 on the rollouts differ by those roundings, and the envs amplify them
     np.testing.assert_allclose(compiled[1]["ref_kl"][0], eager[1]["ref_kl"][0], rtol=0.05)
