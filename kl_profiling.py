@@ -8,6 +8,11 @@ import torch
 
 from run_folder import save_npz_atomic
 
+# What sets the size of one minibatch update, recorded per update beside the KL profile: the gradient's global
+# and actor norms before clipping, the clipping factor, the L2 norm of the actor's change, and the minibatch's
+# approximate KL and clip fraction
+ANATOMY = ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step", "approx_kl", "clipfrac")
+
 
 def diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
     """KL(p || q) of diagonal Gaussians, summed over the last (action) dimension."""

@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
 
+from kl_profiling import ANATOMY  # noqa: E402
 from findings import (PHASES, SETTING, beside_published, check_findings, claims_markdown, distinct_runs,  # noqa: E402
                       label, markdown_table, per_run, report, settings_table, steps)
 
@@ -43,8 +44,15 @@ FRAMES = {  # the summary's CSV files and the columns each must have
     "kl_iterations": ["run", "iteration", "global_step", "seq_kl_mean", "ref_kl_start", "ref_kl_decrease_frac",
                       "gamma_D", "gamma_D_per_pct"],
     "kl_profiles": ["run", "phase", "iteration", "curve", "pct", "kl"],
+    # each update's anatomy (kl_profiling.ANATOMY): its mean per iteration above, its 1%-bin profile per phase here
+    "update_profiles": ["run", "phase", "iteration", "quantity", "pct", "value"],
 }
-NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags"}  # a fit or a time can be missing, a key cannot
+FRAMES["kl_iterations"] += [f"{name}_mean" for name in ANATOMY]
+# Runs made before the anatomy was recorded have none: their columns empty, and summaries saved before it lack
+# the columns and update_profiles.csv
+OPTIONAL = {f"{name}_mean" for name in ANATOMY}
+OPTIONAL_FRAMES = {"update_profiles"}
+NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags", *OPTIONAL}  # a fit, a time can be missing, a key cannot
 # args.json keys that do not change what a run computes (bookkeeping, speed, resumption, the tracker), and the
 # keys of the setting itself: every other key must agree between runs that are compared
 NOT_RESULTS = {"exp_name", "seed", "torch_deterministic", "cuda", "track", "wandb_project_name", "wandb_entity",
@@ -166,25 +174,33 @@ def load_kl(run, phases):
     """Per-iteration KL statistics, and the binned profiles of the iterations nearest each phase fraction."""
     files = sorted(glob.glob(os.path.join(run.path, "kl", "iter_*.npz")))
     if not files:
-        return pd.DataFrame(columns=FRAMES["kl_iterations"]), pd.DataFrame(columns=FRAMES["kl_profiles"])
+        return (pd.DataFrame(columns=FRAMES["kl_iterations"]), pd.DataFrame(columns=FRAMES["kl_profiles"]),
+                pd.DataFrame(columns=FRAMES["update_profiles"]))
     iterations = []
     for path in files:
         f = read_npz(path, ("iteration", "global_step", "seq_kl", "ref_kl", "ref_kl_decrease_frac", "gamma_D",
-                            "num_updates", "gamma_D_per_pct"))
+                            "num_updates", "gamma_D_per_pct", *ANATOMY))
         iterations.append(dict(run=run.run, iteration=int(f["iteration"]), global_step=int(f["global_step"]),
                                seq_kl_mean=float(f["seq_kl"].mean()), ref_kl_start=float(f["ref_kl"][0]),
                                ref_kl_decrease_frac=float(f["ref_kl_decrease_frac"]), gamma_D=float(f["gamma_D"]),
-                               gamma_D_per_pct=float(f["gamma_D_per_pct"])))
-    available, profiles = np.array([it["iteration"] for it in iterations]), []
+                               gamma_D_per_pct=float(f["gamma_D_per_pct"]),
+                               **{f"{name}_mean": float(f[name].mean()) if name in f else np.nan for name in ANATOMY}))
+    available, profiles, anatomy = np.array([it["iteration"] for it in iterations]), [], []
     for phase, frac in zip(PHASES, phases):
         index = int(np.abs(available - (1 + frac * (run.num_iterations - 1))).argmin())
-        f = read_npz(files[index], ("update", "num_updates", "seq_kl", "ref_kl"))
+        f = read_npz(files[index], ("update", "num_updates", "seq_kl", "ref_kl", *ANATOMY))
         pct = 100 * f["update"] / f["num_updates"]
         for curve, x, y in (("seq_kl", pct[1:], f["seq_kl"]), ("ref_kl", pct, f["ref_kl"])):
             centres, means = pct_bins(x, y)
             profiles.append(pd.DataFrame(dict(run=run.run, phase=phase, iteration=available[index], curve=curve,
                                               pct=centres, kl=means)))
-    return pd.DataFrame(iterations), pd.concat(profiles)
+        for name in ANATOMY:
+            if name in f:  # update u = 1..U, after which the policy is snapshot u: the x of seq_kl's entry u - 1
+                centres, means = pct_bins(100 * np.arange(1, len(f[name]) + 1) / f["num_updates"], f[name])
+                anatomy.append(pd.DataFrame(dict(run=run.run, phase=phase, iteration=available[index],
+                                                 quantity=name, pct=centres, value=means)))
+    anatomy = pd.concat(anatomy) if anatomy else pd.DataFrame(columns=FRAMES["update_profiles"])
+    return pd.DataFrame(iterations), pd.concat(profiles), anatomy
 
 
 def load_all(sweep_dirs, phases):
@@ -201,8 +217,15 @@ def load_all(sweep_dirs, phases):
     events = [load_events(run) for run in distinct.itertuples()]
     kl = [load_kl(run, phases) for run in distinct.itertuples()]
     frames = dict(runs=runs.drop(columns="path"), returns=[e[0] for e in events], evals=[e[1] for e in events],
-                  kl_iterations=[k[0] for k in kl], kl_profiles=[k[1] for k in kl])
-    return {n: f if n == "runs" else pd.concat(f, ignore_index=True)[FRAMES[n]] for n, f in frames.items()}
+                  kl_iterations=[k[0] for k in kl], kl_profiles=[k[1] for k in kl], update_profiles=[k[2] for k in kl])
+    return {n: f if n == "runs" else concat_frames(f)[FRAMES[n]] for n, f in frames.items()}
+
+
+def concat_frames(frames):
+    """One frame of several, the empty ones left out: an empty frame has object columns, which would make the
+    merged columns objects too (and numpy refuses them)."""
+    full = [f for f in frames if len(f)]
+    return pd.concat(full, ignore_index=True) if full else frames[0].iloc[:0]
 
 
 def save_data(data, folder):
@@ -221,6 +244,7 @@ def read_csv(path, columns):
         frame = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parser and empty-data errors are ValueErrors
         fail(f"{path} is not a readable summary CSV ({type(e).__name__}: {e})")
+    frame = frame.assign(**{c: np.nan for c in columns if c in OPTIONAL and c not in frame.columns})
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         fail(f"{path} lacks the columns {', '.join(missing)}; a summary written by plot_kl.py --save-data has "
@@ -235,13 +259,14 @@ def read_csv(path, columns):
 def read_data(folders):
     """Saved summaries, merged: a run saved in several of them is taken from the first that holds it."""
     for folder in folders:
-        missing = [n for n in FRAMES if not os.path.isfile(os.path.join(folder, f"{n}.csv"))]
+        missing = [n for n in FRAMES if n not in OPTIONAL_FRAMES and not os.path.isfile(os.path.join(folder, f"{n}.csv"))]
         if missing:
             fail(f"--data {folder} lacks {', '.join(n + '.csv' for n in missing)} (a summary holds "
-                 f"{', '.join(n + '.csv' for n in FRAMES)})")
+                 f"{', '.join(n + '.csv' for n in FRAMES if n not in OPTIONAL_FRAMES)})")
     merged, owner = {n: [] for n in FRAMES}, {}
     for i, folder in enumerate(folders):
-        data = {n: read_csv(os.path.join(folder, f"{n}.csv"), cols) for n, cols in FRAMES.items()}
+        data = {n: read_csv(path, cols) if os.path.isfile(path := os.path.join(folder, f"{n}.csv"))
+                else pd.DataFrame(columns=cols) for n, cols in FRAMES.items()}
         for n in list(FRAMES)[1:]:
             extra = sorted(set(data[n].run) - set(data["runs"].run))
             if extra:
@@ -254,8 +279,7 @@ def read_data(folders):
         mine = {run for run, j in owner.items() if j == i}
         for n in list(FRAMES)[1:]:  # older summaries repeated a shared run's rows once per sweep
             merged[n].append(data[n][data[n].run.isin(mine)].drop_duplicates())
-    # a header-only frame (a summary without evaluations) would turn the merged columns into objects
-    data = {n: pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True) for n, frames in merged.items()}
+    data = {n: concat_frames(frames) for n, frames in merged.items()}
     check_flags(data["runs"])
     return data
 

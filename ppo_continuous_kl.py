@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from agent import Agent
 from check_flags import check_args, parse_flags, use_compile
 from evaluation import evaluate, freeze_training_stats, log_evaluation
-from kl_profiling import SnapshotStore, sample_states, write_kl_profile
+from kl_profiling import ANATOMY, SnapshotStore, sample_states, write_kl_profile
 from run_folder import (discard_kl_after, disk_need_bytes, fail, member_adam_state, resolve_runs, resume_hint,
                         rng_states, save_checkpoint, set_rng_states, stacked_adam_state, stop_on_signals,
                         write_tensorboard_layout)
@@ -289,10 +289,6 @@ def clip_grad_norm_per_member(grad, max_norm):
     scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     grad.mul_(scale.unsqueeze(1))
     return norm, scale
-
-
-# What sets the size of one minibatch update, recorded per update beside the KL profile (each [S] per update)
-ANATOMY = ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step", "approx_kl", "clipfrac")
 
 
 def clipped_step(agent, grad, max_grad_norm, step):

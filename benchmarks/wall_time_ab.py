@@ -1,7 +1,9 @@
-"""Wall-time ratio of two flag sets of ppo_continuous_kl.py on one setting, runs interleaved side by side.
+"""Wall-time ratio of two flag sets, or two versions, of ppo_continuous_kl.py on one setting, runs interleaved.
 
     python benchmarks/wall_time_ab.py                                  # KL profiling: --kl against --no-kl
     python benchmarks/wall_time_ab.py --a="--compile on" --b="--compile off"   # the compiled update against eager
+    git worktree add /tmp/before fe01094~1                             # a version without the update anatomy
+    python benchmarks/wall_time_ab.py --a= --b= --b-root /tmp/before   # what recording the anatomy costs
     python benchmarks/wall_time_ab.py --num-envs 500 --minibatch-size 1000 --iterations 2
 
 Default setting: HalfCheetah-v5, 64 envs x 100 steps, minibatch size 50 (1,280 updates per iteration).
@@ -21,8 +23,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def timed_run(runs_dir, name, flags):
-    cmd = [sys.executable, os.path.join(ROOT, "ppo_continuous_kl.py"), "--runs-dir", runs_dir, "--run-name", name, *flags]
+def timed_run(root, runs_dir, name, flags):
+    cmd = [sys.executable, os.path.join(root, "ppo_continuous_kl.py"), "--runs-dir", runs_dir, "--run-name", name, *flags]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(runs_dir, name, "summary.json")) as f:
         return sum(json.load(f)["iteration_wall_s"][1:])
@@ -38,18 +40,23 @@ def main():
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--num-steps", type=int, default=100)
     parser.add_argument("--minibatch-size", type=int, default=50)
+    parser.add_argument("--a-root", default=ROOT, help="checkout whose script the first runs use (default: this one)")
+    parser.add_argument("--b-root", default=ROOT, help="checkout whose script the second runs use (default: this one)")
     opts = parser.parse_args()
     if opts.iterations < 2:
         sys.exit("error: --iterations must be >= 2 (the first is not timed)")
+    for flag, root in (("--a-root", opts.a_root), ("--b-root", opts.b_root)):
+        if not os.path.isfile(os.path.join(root, "ppo_continuous_kl.py")):
+            sys.exit(f"error: {flag} {root} holds no ppo_continuous_kl.py; give a checkout of this project")
     setting = ["--env-id", opts.env_id, "--num-envs", str(opts.num_envs), "--num-steps", str(opts.num_steps),
                "--minibatch-size", str(opts.minibatch_size),
                "--total-timesteps", str(opts.iterations * opts.num_envs * opts.num_steps)]
-    print(f"setting: {' '.join(setting)}; timing iterations 2-{opts.iterations}")
+    print(f"setting: {' '.join(setting)}; timing iterations 2-{opts.iterations}; a: {opts.a_root}, b: {opts.b_root}")
     ratios = []
     with tempfile.TemporaryDirectory() as runs_dir:
         for r in range(opts.rounds):
-            a = timed_run(runs_dir, f"a{r}", [*setting, *shlex.split(opts.a)])
-            b = timed_run(runs_dir, f"b{r}", [*setting, *shlex.split(opts.b)])
+            a = timed_run(opts.a_root, runs_dir, f"a{r}", [*setting, *shlex.split(opts.a)])
+            b = timed_run(opts.b_root, runs_dir, f"b{r}", [*setting, *shlex.split(opts.b)])
             ratios.append(a / b)
             print(f"round {r + 1}: [{opts.a}] {a:.2f} s, [{opts.b}] {b:.2f} s, ratio {ratios[-1]:.3f}", flush=True)
     print(f"[{opts.a}] / [{opts.b}] wall-time ratio: median {statistics.median(ratios):.3f} over {opts.rounds} rounds "

@@ -118,6 +118,29 @@ def test_figures_claims_and_summary(tiny_sweeps, summary, tmp_path, monkeypatch)
     assert (tmp_path / "claims.md").read_text() == claims
 
 
+def test_summary_keeps_each_updates_anatomy(tiny_sweeps, summary):
+    """kl_iterations.csv holds each iteration's mean of every anatomy quantity, and update_profiles.csv its 1%-bin
+    profile at the three phases, both recomputed here from the KL files (a tiny run's 40 updates fall one to a bin)."""
+    out, _ = summary
+    iterations = pd.read_csv(out / "data" / "kl_iterations.csv")
+    profiles = pd.read_csv(out / "data" / "update_profiles.csv")
+    assert set(profiles.quantity) == set(plot_kl.ANATOMY) and set(profiles.phase) == {"early", "middle", "late"}
+    checked = 0
+    for path in glob.glob(f"{tiny_sweeps[0]}/*/kl/*.npz") + glob.glob(f"{tiny_sweeps[1]}/*/kl/*.npz"):
+        run, f = os.path.basename(os.path.dirname(os.path.dirname(path))), np.load(path)
+        row = iterations[(iterations.run == run) & (iterations.iteration == int(f["iteration"]))]
+        assert len(row) == 1, (run, int(f["iteration"]))
+        for name in plot_kl.ANATOMY:
+            np.testing.assert_allclose(row[f"{name}_mean"].item(), np.mean(f[name], dtype=np.float64), rtol=1e-5)
+            kept = profiles[(profiles.run == run) & (profiles.iteration == int(f["iteration"])) & (profiles.quantity == name)]
+            for phase, one in kept.groupby("phase"):
+                centres = (np.minimum(np.arange(1, len(f[name]) + 1) * 100 // len(f[name]), 99) + 0.5)
+                np.testing.assert_allclose(one.sort_values("pct").pct, centres)
+                np.testing.assert_allclose(one.sort_values("pct").value, f[name], rtol=1e-5, atol=1e-12)
+                checked += 1
+    assert checked >= 8 * 3 * len(plot_kl.ANATOMY) / 2  # every run's phases (a 3-iteration run: some coincide)
+
+
 def test_wall_time_block_follows_the_data(summary, tmp_path, monkeypatch):
     """The README's wall-time block is rewritten from runs.csv, the rest of the README kept: each setting's
     min / median / max minutes over its runs, a run in both sweeps counted once (recomputed here with the
@@ -319,9 +342,17 @@ def test_summary_without_evaluations_merges_with_one_that_has_them(summary, tmp_
     old = tmp_path / "old"
     shutil.copytree(COMMITTED, old)
     (old / "evals.csv").write_text(",".join(plot_kl.FRAMES["evals"]) + "\n")
+    # and before the update anatomy: no update_profiles.csv, no anatomy columns in kl_iterations.csv
+    os.remove(old / "update_profiles.csv")
+    iterations = pd.read_csv(old / "kl_iterations.csv")
+    iterations.drop(columns=[f"{name}_mean" for name in plot_kl.ANATOMY]).to_csv(old / "kl_iterations.csv", index=False)
     assert len(pd.read_csv(summary[0] / "data" / "evals.csv")) > 0
-    figures = in_process(monkeypatch, "--data", str(old), str(summary[0] / "data"), "--out", str(tmp_path), *TINY_FIGS)
+    figures = in_process(monkeypatch, "--data", str(old), str(summary[0] / "data"), "--out", str(tmp_path),
+                         "--save-data", str(tmp_path / "merged"), *TINY_FIGS)
     assert "fig1b_eval_returns" in figures
+    merged = pd.read_csv(tmp_path / "merged" / "kl_iterations.csv")
+    new_runs = merged.run.isin(pd.read_csv(summary[0] / "data" / "runs.csv").run)
+    assert merged.loc[~new_runs, "grad_norm_mean"].isna().all() and merged.loc[new_runs, "grad_norm_mean"].gt(0).all()
 
 
 def test_committed_results_are_what_their_data_draws(tmp_path):

@@ -278,11 +278,13 @@ def test_tensorboard_layout_reads_back(tmp_path):
     with SummaryWriter(tmp_path) as writer:
         run_folder.write_tensorboard_layout(writer)
     layout = read_layout(str(tmp_path))
-    assert [c.title for c in layout.category] == ["returns", "KL", "contraction", "losses"]
+    assert [c.title for c in layout.category] == ["returns", "KL", "contraction", "update", "losses"]
     tags = {c.title: [t for chart in c.chart for t in chart.multiline.tag] for c in layout.category}
     assert tags["returns"][:2] == ["^charts/episodic_return$", "^eval/episodic_return$"]
     assert tags["KL"] == ["^kl/seq_kl_mean$", "^kl/ref_kl_start$"]
     assert tags["contraction"] == ["^kl/gamma_D$", "^kl/gamma_D_per_pct$", "^kl/ref_kl_decrease_frac$"]
+    from kl_profiling import ANATOMY  # each anatomy quantity's mean and max, the tags the script logs
+    assert sorted(tags["update"]) == sorted(f"^update/{name}_{stat}$" for name in ANATOMY for stat in ("mean", "max"))
 
 
 def read_layout(run_dir):
