@@ -31,8 +31,9 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
 
 from kl_profiling import ANATOMY  # noqa: E402
-from findings import (PHASES, SETTING, beside_published, check_findings, claims_markdown, distinct_runs,  # noqa: E402
-                      label, markdown_table, per_run, report, settings_table, steps)
+from findings import (PAPER, PHASES, SETTING, beside_published, check_findings, claims_markdown,  # noqa: E402
+                      distinct_runs, label, markdown_table, num, per_run, report, settings_table, steps,
+                      summary_lines)
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
@@ -420,6 +421,47 @@ def fig_kl_profiles(chosen, profiles, title):
     return fig
 
 
+VERDICT_COLOURS = {"supported": "#4c9a5b", "contradicted": "#c8553d", "undetermined": "#d9d9d9"}
+
+
+def fig_verdicts(verdicts):
+    """Findings x envs: each cell the primary reading's verdict (colour) with its estimate and interval; a corner
+    mark where another reading of the finding in that env reaches the opposite verdict."""
+    envs = sorted(verdicts.env.unique())
+    findings = sorted(PAPER)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.6 * len(findings) + 1.3), layout="constrained")
+    for y, finding in enumerate(findings):
+        for x, env in enumerate(envs):
+            cell = verdicts[(verdicts.finding == finding) & (verdicts.env == env)]
+            main = cell[cell.primary]
+            verdict = main.verdict.iloc[0] if len(main) else None
+            ax.add_patch(plt.Rectangle((x, y), 1, 1, facecolor=VERDICT_COLOURS.get(verdict, "white"),
+                                       edgecolor="white", linewidth=2))
+            if verdict is None:
+                ax.text(x + 0.5, y + 0.5, "not tested", ha="center", va="center", fontsize=7, color="0.4")
+                continue
+            r = main.iloc[0]
+            ax.text(x + 0.5, y + 0.38, verdict, ha="center", va="center", fontsize=7.5, weight="bold")
+            ax.text(x + 0.5, y + 0.68, f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]", ha="center", va="center",
+                    fontsize=6.5)
+            others = set(cell[~cell.primary].verdict) - {"undetermined", verdict}
+            if others:
+                ax.text(x + 0.97, y + 0.1, "*", ha="right", va="top", fontsize=10, weight="bold")
+    ax.set_xlim(0, len(envs))
+    ax.set_ylim(len(findings), 0)
+    ax.set_xticks(np.arange(len(envs)) + 0.5, envs)
+    ax.set_yticks(np.arange(len(findings)) + 0.5, [textwrap.fill(f"{f}. {PAPER[f][0]}", 34) for f in findings])
+    ax.tick_params(length=0)
+    ax.xaxis.tick_top()
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.suptitle("The paper's findings: the primary reading per env, estimate [95% interval]")
+    fig.supxlabel(textwrap.fill("Green: supported, red: contradicted, grey: undetermined (the interval straddles "
+                                "the threshold). *: another reading of the finding in that env reaches the other "
+                                "decided verdict (claims.md lists every reading).", 120), fontsize=7, ha="left", x=0.01)
+    return fig
+
+
 def choose(frame, selections, flag):
     """The runs of the two settings a KL figure overlays, styled solid and dashed; a selection absent from an env
     is warned about and left out of it."""
@@ -563,7 +605,9 @@ def main():
             save_data(data, opts.save_data)
     else:
         data = load_all({"minibatch": opts.minibatch_runs, "env_rollout": opts.env_rollout_runs}, opts.phase_list)
-        save_data(data, opts.save_data or os.path.join(opts.out, "data"))
+        folder = opts.save_data or os.path.join(opts.out, "data")
+        save_data(data, folder)
+        data = read_data([folder])  # what follows is then what a redraw from the summary alone gives, digit for digit
     runs = data["runs"].assign(key=lambda d: [label(r) for r in d.itertuples()])
     no_episode = sorted(set(runs.run) - set(data["returns"].run))
     if no_episode:
@@ -574,15 +618,19 @@ def main():
     draw_returns(runs, frame, data, opts.out, opts.format_list)
     draw_kl(frame, data["kl_profiles"], opts)
     table = settings_table(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"])
-    rows = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], opts.shapes)
+    verdicts = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"],
+                              opts.sizes, opts.shapes)
+    os.makedirs(os.path.join(opts.out, "data"), exist_ok=True)
+    verdicts.to_csv(os.path.join(opts.out, "data", "verdicts.csv"), index=False, float_format="%.6g")
+    save(fig_verdicts(verdicts), opts.out, "fig0_verdicts", opts.format_list)
     published = beside_published(runs, data["returns"], data["evals"])
-    text = claims_markdown(runs, table, rows, published)
+    text = claims_markdown(runs, table, verdicts, published)
     with open(os.path.join(opts.out, "claims.md"), "w") as f:
         f.write(text)
-    write_readme_blocks(os.path.join(opts.out, "README.md"), {(BEGIN, END): report(runs, table, rows, published),
+    write_readme_blocks(os.path.join(opts.out, "README.md"), {(BEGIN, END): report(runs, table, verdicts, published),
                                                               (TIMES_BEGIN, TIMES_END): wall_times(runs)})
-    print(text)
-    print(f"figures and claims.md in {opts.out}")
+    print("\n".join(summary_lines(verdicts, sorted(runs.env_id.unique()))))
+    print(f"figures, claims.md (every reading) and data/verdicts.csv in {opts.out}")
 
 
 if __name__ == "__main__":

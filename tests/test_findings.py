@@ -1,6 +1,4 @@
 """findings.py on synthetic data frames whose answers are known by construction."""
-import itertools
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +6,7 @@ from scipy import stats
 
 from conftest import ROOT  # noqa: F401  (puts the repository on sys.path)
 import findings
-from findings import check_findings, distinct_runs, finding_verdicts, returns_at_common_step
+from findings import check_findings, distinct_runs, returns_at_common_step
 
 FLAGS = "eval_every=0;kl_every=1;norm_stats=shared;total_timesteps=3000000"
 
@@ -37,152 +35,81 @@ def minibatch(sizes, seeds, ret, kl=lambda size, seed: 1e-5, frac=1.0, env="Half
                  kl=kl(size, seed), frac=frac) for size in sizes for seed in seeds]
 
 
-def row(rows, finding, env="HalfCheetah-v5", which=0):
-    return [r for r in rows if r["finding"] == finding and r["env"] == env][which]
+def row(rows, finding, env="HalfCheetah-v5", reading=None):
+    """The primary reading of a finding in an env, or the named one."""
+    got = rows[(rows.finding == finding) & (rows.env == env)]
+    got = got[got.primary] if reading is None else got[got.reading == reading]
+    assert len(got) == 1, (finding, env, reading, list(rows.reading))
+    return got.iloc[0]
 
 
-def check(specs, shapes=((1000, 50), (100, 500)), evals=()):
+def check(specs, shapes=((1000, 50), (100, 500)), evals=(), sizes=(50, 1000)):
     runs, returns, ev, kl = frames(specs, evals)
-    return check_findings(runs, returns, ev, kl, shapes)
+    return check_findings(runs, returns, ev, kl, pd.DataFrame(columns=["run", "phase", "iteration", "curve", "pct", "kl"]),
+                          sizes, shapes)
 
 
 SIZES = (50, 100, 250, 500, 1000)
 
 
-def test_findings_that_hold_by_construction():
+def test_findings_supported_by_construction():
     # 4 seeds; size 50 far worse, sequential KL falling with the size, reference KL always decreasing
     rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: size + 10 * seed,
                            kl=lambda size, seed: 1e-3 / size * (1 + 0.01 * seed)))
     one, two, three = row(rows, 1), row(rows, 2), row(rows, 3)
-    assert one["verdict"] == "holds" and one["estimate"] == pytest.approx(50 - 1000) and one["high"] < 0
-    assert two["verdict"] == "holds" and two["estimate"] == 1.0
-    assert three["verdict"] == "holds" and three["estimate"] == -1 and three["settings"] == 5
-    assert one["seeds"] == 4 and one["why"] == ""
+    assert one.verdict == "supported" and one.estimate == pytest.approx(50 - 1000) and one.high < 0
+    assert one.n_seeds == 4 and pd.isna(one.seeds_needed)
+    assert two.verdict == "supported" and two.estimate == 1.0
+    assert three.verdict == "supported" and three.estimate == pytest.approx(20, rel=0.01) and three.low > 1
+    trend = row(rows, 3, reading="trend over 5 sizes, per update")
+    assert trend.verdict == "supported" and trend.estimate < -0.9 and trend.p_value < 0.001
+    assert set(rows.columns) == set(findings.COLUMNS)
+    # every finding has exactly one primary reading in each env it is read in
+    assert (rows.groupby(["finding", "env"]).primary.sum() == 1).all()
 
 
-def test_findings_that_fail_by_construction():
-    rows = check(minibatch((50, 1000), (1, 2, 3, 4), ret=lambda size, seed: 5000 - size + seed, frac=0.6)
-                 + [dict(sweep="env_rollout", shape=shape, size=1000, seed=seed, ret=r + seed, kl=1e-5, frac=0.6)
-                    for shape, r in (((1000, 50), 500), ((100, 500), 1000)) for seed in (1, 2, 3, 4)])
-    assert row(rows, 1)["verdict"] == "does not hold" and row(rows, 1)["low"] > 0
-    assert row(rows, 2)["verdict"] == "does not hold" and row(rows, 2)["estimate"] == pytest.approx(0.6)
-    returns4, kl4 = row(rows, 4, which=0), row(rows, 4, which=1)
-    assert returns4["verdict"] == "does not hold"  # 500 against 1000: 50% apart, the band is 20%
-    assert returns4["estimate"] == pytest.approx((502.5 - 1002.5) / 1002.5)
-    assert kl4["verdict"] == "holds" and kl4["estimate"] == pytest.approx(1.0)
-    assert finding_verdicts(rows)[4] == {"HalfCheetah-v5": "does not hold"}
+def test_findings_contradicted_by_construction():
+    # the mirror: size 50 far better, sequential KL rising with the size, reference KL rarely decreasing
+    rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: 5000 - size + 10 * seed,
+                           kl=lambda size, seed: 1e-8 * size * (1 + 0.01 * seed), frac=0.5))
+    assert row(rows, 1).verdict == "contradicted" and row(rows, 1).low > 0
+    assert row(rows, 2).verdict == "contradicted"
+    assert row(rows, 3).verdict == "contradicted" and row(rows, 3).high < 1
+    assert row(rows, 3, reading="trend over 5 sizes, per update").verdict == "contradicted"
 
 
-def test_inconclusive_findings():
-    # the same clear effect as above, but from 2 seeds: inconclusive, though the interval alone would hold
-    rows = check(minibatch((50, 1000), (1, 2), ret=lambda size, seed: size + seed))
-    one = row(rows, 1)
-    assert one["verdict"] == "inconclusive" and one["reading"] == "holds" and "2 seeds" in one["why"]
-    # 2 minibatch sizes: a rank correlation is +-1 by construction, whatever the seeds
-    assert row(rows, 3)["verdict"] == "inconclusive" and "2 settings" in row(rows, 3)["why"]
-    # 4 seeds whose noise hides the effect: the interval straddles 0
-    noise = {50: [600, -600, 600, -600], 1000: [600, 600, -600, -600]}  # not shared by a seed's two runs
-    noisy = check(minibatch((50, 1000), (1, 2, 3, 4), ret=lambda size, seed: size / 10 + noise[size][seed - 1]))
-    assert row(noisy, 1)["verdict"] == "inconclusive" and row(noisy, 1)["low"] < 0 < row(noisy, 1)["high"]
-    assert row(noisy, 1)["why"] == "the interval straddles the threshold"
-
-
-def test_chance_level_is_the_exact_permutation_quantile_of_spearmans_rho():
-    # independently: every ordering of n settings, rho = 1 - 6 sum(d^2) / (n^3 - n), and the smallest value that
-    # at most 5% of the orderings reach or pass
-    for n in range(2, 9):
-        perms = np.array(list(itertools.permutations(range(n))))
-        rhos = 1 - 6 * ((perms - np.arange(n)) ** 2).sum(1) / (n ** 3 - n)
-        tail = {v: np.mean(rhos >= v - 1e-12) for v in np.unique(rhos)}
-        assert findings.chance_level(n) == pytest.approx(min([v for v, p in tail.items() if p <= 0.05],
-                                                             default=np.inf)), n
-    # the one-tailed 5% critical values of Spearman's rho in published tables
-    assert [findings.chance_level(n) for n in range(1, 9)] == pytest.approx(
-        [np.inf, np.inf, np.inf, 1.0, 0.9, 0.829, 0.714, 0.643], abs=5e-4)
-
-
-def test_rank_correlation_readings():
-    read, level = findings.read_interval, findings.chance_level(5)  # 0.9
-    claims_negative, claims_positive = ("rank", -1, level), ("rank", +1, level)
-    assert [read(-1, -0.9, claims_negative), read(-0.9, -0.9, claims_negative), read(-0.8, -0.1, claims_negative),
-            read(-0.5, 0.5, claims_negative), read(0, 0, claims_negative), read(0.1, 0.9, claims_negative)] == \
-           ["holds", "holds", "inconclusive", "inconclusive", "does not hold", "does not hold"]
-    assert [read(0.9, 1, claims_positive), read(0.2, 0.8, claims_positive), read(-0.9, -0.1, claims_positive)] == \
-           ["holds", "inconclusive", "does not hold"]
-    never = ("rank", +1, findings.chance_level(3))  # no chance level: 3 settings can refute, never support
-    assert [read(1, 1, never), read(-1, -0.5, never)] == ["inconclusive", "does not hold"]
-    assert findings.rule_text(claims_negative) == "<= -0.9 (chance level); does not hold >= 0"
-    assert findings.rule_text(never) == "never (no chance level); does not hold <= 0"
-    assert findings.inconclusive_why(never, 3, 1, 1) == "no ordering of 3 settings is rarer than 5% by chance"
-    assert findings.inconclusive_why(claims_negative, 5, -0.5, 0.5) == "the interval straddles 0"
-
-
-def test_a_stable_but_weak_rank_correlation_is_not_support():
-    # Ant-v5's hump: sequential KL ranks 250 > 500 > 100 > 50 > 1000 at every seed, rank correlation -0.1.
-    # Every resample of seeds gives -0.1, so the interval is the point [-0.1, -0.1]: below 0, yet a ranking that
-    # 57 of the 120 orderings of 5 sizes reach or pass
-    hump = {50: 2, 100: 3, 250: 5, 500: 4, 1000: 1}
-    rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
-                           kl=lambda size, seed: hump[size] * 1e-6 * (1 + 0.01 * seed)))
-    three = row(rows, 3)
-    assert three["estimate"] == pytest.approx(-0.1) and (three["low"], three["high"]) == pytest.approx((-0.1, -0.1))
-    assert three["verdict"] == "inconclusive"
-    assert three["why"] == "the interval is on the claim's side of 0 but not wholly at or beyond the chance level"
-    assert three["rule"] == "<= -0.9 (chance level); does not hold >= 0"
-    # one swap of neighbours from a perfect order, at every seed: -0.9, exactly the chance level of 5, holds
-    near = {50: 5, 100: 4, 250: 3, 500: 1, 1000: 2}
-    rows = check(minibatch(SIZES, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
-                           kl=lambda size, seed: near[size] * 1e-6 * (1 + 0.01 * seed)))
-    assert row(rows, 3)["estimate"] == pytest.approx(-0.9) and row(rows, 3)["verdict"] == "holds"
-    # 8 sizes ranked at exactly the chance level of 8 (sum of d^2 = 30: rho = -0.642857...), which is rounded
-    eight = (50, 100, 125, 200, 250, 400, 500, 1000)
-    ranks = dict(zip(eight, (4, 6, 8, 5, 7, 3, 2, 1)))  # d = -4, -1, 2, 0, 3, 0, 0, 0 from the reversed order
-    rows = check(minibatch(eight, (1, 2, 3, 4), ret=lambda size, seed: 100.0 + seed,
-                           kl=lambda size, seed: ranks[size] * 1e-6 * (1 + 0.01 * seed)))
-    assert row(rows, 3)["estimate"] == pytest.approx(-1 + 6 * 30 / (8 ** 3 - 8))
-    assert row(rows, 3)["verdict"] == "holds"
-
-
-def test_a_rank_correlation_over_four_settings_holds_only_if_every_resample_orders_them_perfectly():
-    # finding 5 over Humanoid-v5's phase 2 settings: returns and sequential KL in the same order, so the
-    # correlation is 1 (a 1-in-24 ordering by chance)
-    def specs(swapped_seed):
-        order = {(500, 100, 50): 1, (500, 100, 1000): 2, (1000, 50, 1000): 3, (100, 500, 1000): 4}
-        out = []
-        for (n, m, size), rank in order.items():
-            for seed in (1, 2, 3, 4):
-                kl = {1: 2.5, 2: 0.5}.get(rank, rank) if seed == swapped_seed else rank
-                out.append(dict(sweep="minibatch" if (n, m) == (500, 100) else "env_rollout", shape=(n, m),
-                                size=size, seed=seed, ret=1000.0 * rank, kl=1e-6 * kl))
-        return out
-    five = row(check(specs(None)), 5)
-    assert five["settings"] == 4 and (five["estimate"], five["low"], five["high"]) == pytest.approx((1, 1, 1))
-    assert five["verdict"] == "holds" and five["rule"] == ">= 1 (chance level); does not hold <= 0"
-    # one seed's KL swaps the two lowest settings: resamples that draw it twice or more fall short of a perfect order
-    five = row(check(specs(4)), 5)
-    assert five["estimate"] == pytest.approx(1) and five["low"] < 1 and five["low"] > 0
-    assert five["verdict"] == "inconclusive"
+def test_undetermined_findings_and_the_seeds_that_would_decide_them():
+    # returns that overlap across seeds: no side; two seeds: undetermined whatever the interval
+    noisy = check(minibatch((50, 1000), (1, 2, 3, 4), ret=lambda size, seed: 1000 + 300 * (-1) ** seed + size / 100))
+    one = row(noisy, 1)
+    assert one.verdict == "undetermined" and one.low < 0 < one.high
+    assert one.seeds_needed == "more than 50" or int(one.seeds_needed) > 4
+    two_seeds = check(minibatch((50, 1000), (1, 2), ret=lambda size, seed: size + seed))
+    assert row(two_seeds, 1).verdict == "undetermined" and row(two_seeds, 1).n_seeds == 2
+    assert row(two_seeds, 1).high < 0  # the interval alone would have decided it
 
 
 def test_a_run_shared_by_two_sweeps_is_counted_once():
     seeds = (1, 2, 3)
     specs = minibatch((50, 1000), seeds, ret=lambda size, seed: {50: 100, 1000: 900}[size] + seed,
-                      kl=lambda size, seed: {50: 3e-5, 1000: 1e-5}[size], frac=0.5)
+                      kl=lambda size, seed: {50: 3e-5, 1000: 1e-5}[size] * (1 + 0.01 * seed), frac=0.5)
     shared = [dict(s, sweep="env_rollout") for s in specs if s["size"] == 1000]  # copied into the other sweep
     renamed = [dict(shared[0], run="HalfCheetah-v5__500x100__mb1000__s1__copy")]  # the same run under a new name
     other = [dict(sweep="env_rollout", shape=(100, 500), size=1000, seed=seed, ret=500 + seed, kl=2e-5, frac=1.0)
              for seed in seeds]
     runs, returns, evals, kl = frames(specs + shared + renamed + other)
     assert len(runs) == 13 and len(distinct_runs(runs)) == 9
-    rows = check_findings(runs, returns, evals, kl, ((1000, 50), (100, 500)))
-    # finding 2 over the distinct runs: 3 settings with fractions 0.5, 0.5 and 1.0 (0.625 if the shared setting
-    # counted twice)
-    assert row(rows, 2)["estimate"] == pytest.approx(2 / 3) and row(rows, 2)["settings"] == 3
-    # finding 5 over 3 settings: returns 100 / 900 / 500 against KL 3e-5 / 1e-5 / 2e-5: rank correlation -1
+    profiles = pd.DataFrame(columns=["run", "phase", "iteration", "curve", "pct", "kl"])
+    rows = check_findings(runs, returns, evals, kl, profiles, (50, 1000), ((1000, 50), (100, 500)))
+    # finding 2 over the 9 distinct runs: 6 at 0.5 and 3 at 1.0 (0.5625 if the shared runs counted twice)
+    assert row(rows, 2).estimate == pytest.approx(2 / 3)
+    # finding 5 over 3 settings: returns 100 / 900 / 500 against KL 3e-5 / 1e-5 / 2e-5: the settings rank against
+    # it (within a setting, seed by seed, return and KL rise together: not -1)
     five = row(rows, 5)
-    assert five["settings"] == 3 and five["estimate"] == pytest.approx(-1) and five["verdict"] == "does not hold"
-    assert findings.report(runs, findings.settings_table(runs, returns, evals, kl, pd.DataFrame(
-        columns=["run", "phase", "iteration"])), rows).startswith("9 distinct runs")
+    assert -1 < five.estimate < -0.8 and five.verdict == "contradicted" and five.n_seeds == 3
+    assert "over 3 settings" in five.effect
+    assert findings.report(runs, findings.settings_table(runs, returns, evals, kl, profiles), rows).startswith(
+        "9 distinct runs")
 
 
 def test_runs_ending_at_different_steps_are_compared_at_a_common_step():
@@ -194,34 +121,37 @@ def test_runs_ending_at_different_steps_are_compared_at_a_common_step():
     assert step == 2.0e6 and kind == "training"
     assert at["HalfCheetah-v5__100x500__mb1000__s1"] == pytest.approx(1161 * 2.0 / 2.9)
     four = row(check(specs), 4)
-    assert four["step"] == 2.0e6
     a, b = 602, 1162 * 2.0 / 2.9  # seed means at 2.0M: 800 against 602, not 1162 against 602
-    assert four["estimate"] == pytest.approx((a - b) / b)
+    assert four.estimate == pytest.approx(a - b) and four.threshold == pytest.approx(0.2 * b)
     # with evaluations, the last evaluation every run has: 100 x 500 evaluated on at 3M, 1000 x 50 up to 2M
     evals = [(r, s, s / 1e4 + i) for i, r in enumerate(runs.run) for s in (1e6, 2e6, 3e6)
              if not (s == 3e6 and "1000x50" in r)]
     at, step, kind = returns_at_common_step(runs.run, returns, pd.DataFrame(evals, columns=["run", "step", "eval_return"]))
     assert (step, kind) == (2e6, "evaluation") and at.iloc[-1] == 200 + len(runs) - 1
-    assert row(check(specs, evals=evals), 4)["kind"] == "evaluation"
+    # runs 0-2 are 1000 x 50 (returns 200, 201, 202 at 2M), runs 3-5 100 x 500 (203, 204, 205)
+    assert row(check(specs, evals=evals), 4).estimate == pytest.approx(-3)
 
 
-def test_intervals_are_scipy_bootstrap_over_seeds():
-    values = np.array([3.0, 1.0, 4.0, 1.5, 5.0])
-    estimate, low, high = findings.bootstrap([values[:, None]], lambda m: m.mean(-2)[..., 0])
-    direct = stats.bootstrap((values,), np.mean, n_resamples=findings.RESAMPLES, method="percentile", rng=0)
-    assert estimate == values.mean()
-    assert (low, high) == pytest.approx((direct.confidence_interval.low, direct.confidence_interval.high))
+def test_intervals_are_welchs_by_the_textbook_formula():
+    """The difference's interval, from the formula (Welch-Satterthwaite degrees of freedom), not from scipy."""
+    x, y = np.array([3.0, 1.0, 4.0, 1.5]), np.array([5.0, 9.0, 2.0, 6.0, 5.0])
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    half = stats.t.ppf(0.975, df) * np.sqrt(vx + vy)
+    got = findings.two_settings(x, y, -1)
+    d = x.mean() - y.mean()
+    assert (got["estimate"], got["low"], got["high"]) == pytest.approx((d, d - half, d + half))
 
 
-def test_interval_readings_and_summary_lines():
-    read = findings.read_interval
-    assert [read(-2, -1, ("below", 0)), read(1, 2, ("below", 0)), read(-1, 1, ("below", 0))] == \
-           ["holds", "does not hold", "inconclusive"]
-    assert [read(0.1, 0.3, ("within", -0.2, 0.2)), read(0.3, 0.4, ("within", -0.2, 0.2)),
-            read(-0.1, 0.1, ("within", -0.2, 0.2))] == ["inconclusive", "does not hold", "holds"]
-    rows = [dict(finding=1, env="A", verdict="holds"), dict(finding=1, env="B", verdict="inconclusive")]
+def test_summary_lines_name_each_verdict_and_the_readings_that_disagree():
+    rows = pd.DataFrame([
+        dict(finding=1, env="A", reading="pair", primary=True, verdict="supported", seeds_needed=None),
+        dict(finding=1, env="A", reading="trend", primary=False, verdict="contradicted", seeds_needed=None),
+        dict(finding=1, env="B", reading="pair", primary=True, verdict="undetermined", seeds_needed=7),
+        dict(finding=1, env="B", reading="trend", primary=False, verdict="undetermined", seeds_needed=9)])
     line = findings.summary_lines(rows, ["A", "B", "C"])[0]
-    assert "held in 1 of 2 envs tested (A: holds, B: inconclusive); not testable in C" in line
+    assert "supported in A; undetermined in B (7 seeds would decide it); not testable in C (" in line
+    assert "Readings that disagree with it: A: trend (contradicted)." in line
 
 
 def test_returns_beside_the_published_ones():

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import ROOT
 
+import findings
+import intervals
 import plot_kl
 
 TINY_FIGS = ["--fig2-sizes", "32,64", "--fig3-shapes", "4x32,8x16"]  # the settings of the tiny sweeps
@@ -84,29 +86,34 @@ def test_figures_claims_and_summary(tiny_sweeps, summary, tmp_path, monkeypatch)
     out, proc = summary
     data = {n: pd.read_csv(out / "data" / f"{n}.csv") for n in plot_kl.FRAMES}
     evaluated = (data["runs"].eval_every > 0).all()
-    names = ["fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"] + ["fig1b_eval_returns"] * bool(evaluated)
+    names = ["fig0_verdicts", "fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"]
+    names += ["fig1b_eval_returns"] * bool(evaluated)
     for name in names:
         for fmt in ("png", "pdf"):
             assert os.path.getsize(out / f"{name}.{fmt}") > 10_000, name
     claims = (out / "claims.md").read_text()
-    assert claims in proc.stdout
     for setting in ("(4 x 32 : 4 x 32)", "(4 x 32 : 2 x 64)", "(8 x 16 : 4 x 32)"):
         assert setting in claims
     summary_lines = [line for line in claims.splitlines() if line.startswith("- **")]
-    assert len(summary_lines) == 5
-    verdict = r"held in \d of 1 env tested \(InvertedPendulum-v5: (holds|does not hold|inconclusive)\)"
+    assert len(summary_lines) == 5 and all(line in proc.stdout for line in summary_lines)
+    verdict = r"\): (supported|contradicted|undetermined) in InvertedPendulum-v5"
     assert all(re.search(verdict, line) for line in summary_lines), summary_lines
     assert ("evaluation returns" if evaluated else "training returns") in claims
-    # finding 2 recomputed from the KL files: per run, then per setting, then over the 3 distinct settings (the
-    # 4 x 32 : 4 x 32 runs are in both sweeps and count once)
-    per_setting = {}
+    # verdicts.csv: one row per reading, a primary one per finding; claims.md's table is made from it
+    verdicts = pd.read_csv(out / "data" / "verdicts.csv")
+    assert list(verdicts.columns) == findings.COLUMNS and set(verdicts.verdict) <= set(intervals.VERDICTS)
+    assert verdicts.groupby("finding").primary.sum().to_dict() == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+    # 2 seeds per setting: every reading undetermined, whatever its interval
+    assert (verdicts.n_seeds == 2).all() and (verdicts.verdict == "undetermined").all()
+    # finding 2 recomputed from the KL files: per run, then over the 6 distinct runs (the 4 x 32 : 4 x 32 runs
+    # are in both sweeps and count once)
+    per_run = {}
     for path in glob.glob(f"{tiny_sweeps[0]}/*/kl/*.npz") + glob.glob(f"{tiny_sweeps[1]}/*/kl/*.npz"):
-        setting, seed = re.search(r"__(\d+x\d+__mb\d+)__s(\d)", path).groups()
-        per_setting.setdefault(setting, {}).setdefault(seed, []).append(float(np.load(path)["ref_kl_decrease_frac"]))
-    assert len(per_setting) == 3
-    expected = np.mean([np.mean([np.mean(v) for v in seeds.values()]) for seeds in per_setting.values()])
-    two = next(line for line in claims.splitlines() if line.startswith("| 2 | InvertedPendulum-v5"))
-    assert f"| {expected:.3g} |" in two
+        run = re.search(r"(\d+x\d+__mb\d+__s\d)", path).group(1)
+        per_run.setdefault(run, []).append(float(np.load(path)["ref_kl_decrease_frac"]))
+    assert len(per_run) == 6
+    two = verdicts[(verdicts.finding == 2) & verdicts.primary].iloc[0]
+    assert two.estimate == pytest.approx(np.mean([np.mean(v) for v in per_run.values()]), rel=1e-5)
     # the summary: what the figures need, each run's rows once, small
     assert len(data["runs"]) == 8 and set(data["runs"].sweep) == {"minibatch", "env_rollout"}
     assert len(data["kl_iterations"]) == 6 * 3 and data["kl_iterations"].gamma_D_per_pct.between(0, 1).all()
@@ -198,8 +205,11 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     (tmp_path / "README.md").write_text(f"set-up\n{plot_kl.BEGIN}\nold numbers\n{plot_kl.END}\ncaveats\n")
     figures = in_process(monkeypatch, "--data", str(tmp_path / "data"), "--out", str(tmp_path))
     has_evals = runs.run.isin(evals.run).any()
-    expected = {"fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"}
+    expected = {"fig0_verdicts", "fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"}
     assert set(figures) == expected | ({"fig1b_eval_returns"} if has_evals else set())
+    verdict_cells = [t.get_text() for t in figures.pop("fig0_verdicts").get_axes()[0].texts]
+    assert verdict_cells.count("supported") + verdict_cells.count("contradicted") + verdict_cells.count(
+        "undetermined") == 5 * runs.env_id.nunique() - verdict_cells.count("not tested")
     for name, fig in figures.items():
         assert all(ax.lines for ax in fig.get_axes()), f"{name} has an empty panel"
         assert fig.get_size_inches()[0] <= plot_kl.WIDTH
@@ -265,9 +275,9 @@ def test_runs_that_finished_no_episode(tiny_sweeps, tmp_path):
     assert "4 runs finished no episode" in proc.stderr and "InvertedPendulum-v5__4x32__mb32__s1" in proc.stderr
     assert "fig1_returns is left out" in proc.stderr and not (tmp_path / "f" / "fig1_returns.png").exists()
     assert (tmp_path / "f" / "fig2_kl_minibatch.png").exists()
-    claims = (tmp_path / "f" / "claims.md").read_text().splitlines()
-    one = next(line for line in claims if line.startswith("| 1 | InvertedPendulum-v5"))
-    assert "inconclusive (no run has the data)" in one
+    verdicts = pd.read_csv(tmp_path / "f" / "data" / "verdicts.csv")
+    one = verdicts[(verdicts.finding == 1) & verdicts.primary].iloc[0]
+    assert one.verdict == "undetermined" and one.method == "none: no run has the data"
 
 
 def test_damaged_kl_file_is_named(tiny_sweeps, tmp_path):
@@ -366,5 +376,6 @@ def test_committed_results_are_what_their_data_draws(tmp_path):
     drawn = sorted(f for f in os.listdir(tmp_path) if os.path.isfile(tmp_path / f))
     committed = sorted(f for f in os.listdir(results) if os.path.isfile(os.path.join(results, f)))
     assert drawn == committed
+    drawn.append(os.path.join("data", "verdicts.csv"))  # the verdicts, which the claims and the README are made from
     stale = [f for f in drawn if (tmp_path / f).read_bytes() != open(os.path.join(results, f), "rb").read()]
     assert not stale, f"regenerate docs/results (python plot_kl.py --data docs/results/data --out docs/results): {stale}"
