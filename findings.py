@@ -122,8 +122,16 @@ def with_returns(frame, returns, evals):
                         collapse=frame.run.map((best - final) / best.abs().clip(lower=1e-12)))
 
 
+def common_seeds(frame):
+    """The runs of the seeds that every setting of the frame has: a reading across many settings keeps one set of
+    seeds, so that a setting run at more seeds (a pair the paper draws) does not weigh more in it."""
+    shared = set.intersection(*[set(g.seed) for _, g in frame.groupby("key")]) if len(frame) else set()
+    return frame[frame.seed.isin(shared)]
+
+
 def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes, fig3_shapes):
-    """Every reading of every finding in every env: a frame with COLUMNS."""
+    """Every reading of every finding in every env: a frame with COLUMNS. Pairs use every seed each of their two
+    settings has; readings across more settings (trends, findings 2 and 5) the seeds all of them have."""
     table = run_table(runs, returns, evals, kl_iterations, kl_profiles)
     in_sweep = {sweep: set(runs.run[runs.sweep == sweep]) for sweep in ("minibatch", "env_rollout")}
     rows = []
@@ -156,14 +164,14 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
                         two_settings(a[f"{name}_{phase}"].dropna(), b[f"{name}_{phase}"].dropna(), +1, "ratio"), (a, b))
         sizes = shape.minibatch_size.nunique()
         if sizes >= 3:
-            trend = with_returns(shape, returns, evals)
+            trend = with_returns(common_seeds(shape), returns, evals)
             counts = [g for _, g in trend.groupby("minibatch_size")]
             add(1, env, f"trend over {sizes} sizes, final return", False, "rho(minibatch size, final return)",
                 rank_trend(trend.minibatch_size, trend.ret, +1, sizes), counts)
             for unit, name in (("per update", "seq_kl"), ("per unit of data", "net_kl")):
                 add(3, env, f"trend over {sizes} sizes, {unit}", False, f"rho(minibatch size, {name})",
                     rank_trend(trend.minibatch_size, trend[f"{name}_whole"], -1, sizes), counts)
-        with_kl = here.dropna(subset=["decrease_frac"])
+        with_kl = common_seeds(here.dropna(subset=["decrease_frac"]))
         if len(with_kl):
             for reading, col, primary in (("per update", "decrease_frac", True), ("on the 1% grid",
                                                                                   "decrease_frac_grid", False)):
@@ -184,7 +192,7 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
                 kl_margin = 0.5 * abs(np.log(small.seq_kl_whole).mean() - np.log(large.seq_kl_whole).mean())
                 add(4, env, "sequential KL level equivalent (log ratio)", False, f"log seq_kl({names}): difference",
                     equivalence(np.log(a.seq_kl_whole), np.log(b.seq_kl_whole), kl_margin), (a, b))
-        every = with_returns(here.dropna(subset=["seq_kl_whole"]), returns, evals).dropna(subset=["ret"])
+        every = common_seeds(with_returns(here.dropna(subset=["seq_kl_whole"]), returns, evals).dropna(subset=["ret"]))
         settings = every.key.nunique()
         if settings >= 3:
             groups = [g for _, g in every.groupby("key")]
@@ -194,6 +202,59 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
                         f"rho({x}, {col}) over {settings} settings",
                         rank_trend(every[x], every[col], +1, settings), groups)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+# ---- what sets the size of an update ----
+
+ANATOMY_MEANS = ["seq_kl_mean", "actor_step_mean", "grad_norm_mean", "actor_grad_norm_mean", "clip_scale_mean",
+                 "approx_kl_mean", "clipfrac_mean"]
+
+
+def anatomy_rows(runs, kl_iterations, fig2_sizes):
+    """For finding 3's pair in each env whose runs recorded the update anatomy: each quantity's mean per update
+    (seeds' means of their iterations' means, whole run and each third), the two settings' and their ratio with
+    its interval (Welch on the log scale)."""
+    table = distinct_runs(runs)
+    it = kl_iterations.merge(table[["run", "env_id", "minibatch_size", "num_iterations"]], on="run")
+    it = it[it.minibatch_size.isin(fig2_sizes) & it.grad_norm_mean.notna()]
+    it = it.assign(third=np.minimum(3 * (it.iteration - 1) // it.num_iterations, 2))
+    rows = []
+    for env, here in it.groupby("env_id"):
+        if here.minibatch_size.nunique() < 2:
+            continue
+        for phase, part in [("whole run", here)] + [(f"{name} third", here[here.third == t])
+                                                    for t, name in enumerate(("first", "middle", "last"))]:
+            per_run = part.groupby(["run", "minibatch_size"])[ANATOMY_MEANS].mean().reset_index()
+            small, large = (per_run[per_run.minibatch_size == s] for s in fig2_sizes)
+            for column in ANATOMY_MEANS:
+                numbers = two_settings(small[column], large[column], +1, "ratio")
+                rows.append(dict(env=env, phase=phase, quantity=column.removesuffix("_mean"),
+                                 seeds=min(len(small), len(large)),
+                                 small=small[column].mean(), large=large[column].mean(), ratio=numbers["estimate"],
+                                 low=numbers["low"], high=numbers["high"]))
+    return pd.DataFrame(rows)
+
+
+def anatomy_markdown(rows, fig2_sizes):
+    """The table, and per env one sentence read off its whole-run rows: the chain from the gradient to the KL."""
+    if rows.empty:
+        return ""
+    a, b = fig2_sizes
+    lines = []
+    for env, here in rows.groupby("env"):
+        whole = here[here.phase == "whole run"].set_index("quantity")
+        r = {q: whole.loc[q, "ratio"] for q in whole.index}
+        lines.append(f"- {env} ({int(whole.seeds.min())} seeds per setting), minibatch {a} against {b}, per update "
+                     f"over the whole run: gradient norm before clipping x{fmt(r['grad_norm'], '.3g')} (actor's "
+                     f"x{fmt(r['actor_grad_norm'], '.3g')}), clipping factor x{fmt(r['clip_scale'], '.3g')}, actor "
+                     f"step x{fmt(r['actor_step'], '.3g')}, sequential KL x{fmt(r['seq_kl'], '.3g')}; the "
+                     f"minibatch's approximate KL x{fmt(r['approx_kl'], '.3g')}, clip fraction "
+                     f"x{fmt(r['clipfrac'], '.3g')}.")
+    body = [[r.env, r.phase, r.quantity, r.seeds, fmt(r.small, ".3g"), fmt(r.large, ".3g"), fmt(r.ratio, ".3g"),
+             f"[{fmt(r.low, '.3g')}, {fmt(r.high, '.3g')}]"] for r in rows.itertuples()]
+    table = markdown_table(["env", "iterations", "per update", "seeds", f"minibatch {a}", f"minibatch {b}", "ratio",
+                            "95% interval"], body)
+    return "\n".join(lines) + "\n\n" + table
 
 
 # ---- the per-setting table ----
@@ -342,7 +403,7 @@ def summary_lines(verdicts, envs):
     return lines
 
 
-def report(runs, table, verdicts, published=()):
+def report(runs, table, verdicts, published=(), anatomy=""):
     """The generated results: the verdict lines, every reading, the per-setting table and the 500 x 100 returns
     beside CleanRL's published ones (claims.md's body, and the block plot_kl.py writes into the results README)."""
     envs = sorted(runs.env_id.unique())
@@ -358,7 +419,10 @@ def report(runs, table, verdicts, published=()):
     tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     return "\n".join([*head, "", "### Findings, per env", "",
                       f"Primary readings over findings and envs: {tally}.", "", *summary_lines(verdicts, envs), "",
-                      verdicts_markdown(verdicts), "", "### Per setting", "", settings_markdown(table), "",
+                      verdicts_markdown(verdicts), "",
+                      *(["### What sets the size of an update (finding 3's pair)", "", ANATOMY_NOTE, "", anatomy, ""]
+                        if anatomy else []),
+                      "### Per setting", "", settings_markdown(table), "",
                       "### Beside CleanRL's published returns", "", PUBLISHED_NOTE, "",
                       published_markdown(published), ""])
 
@@ -372,6 +436,14 @@ the episodes its training policy played, as is an evaluation here (stochastic ac
 mean +- std over seeds at the last evaluation at or before 1M steps and at the last one all of the setting's runs
 have; runs without evaluations give training returns interpolated there (those of 500 x 100 come in waves 500,500
 steps apart, as its envs end their 1,000-step episodes together)."""
+
+
+ANATOMY_NOTE = """\
+Recorded per update in the runs made since the update anatomy was (seeds 5-10 of the pairs): Figure 4 draws it
+against the % of the iteration's updates. Each row: the mean per update of the quantity, over each run's
+iterations, then over seeds; the ratio is of geometric means over seeds, with Welch's interval on the log scale.
+CleanRL clips the global gradient norm (actor and critic together) to 0.5, so a clipping factor below 1 shrinks
+the actor's gradient with the critic's; Adam then divides each weight's step by its running gradient scale."""
 
 
 RETURN_KIND = {
@@ -439,5 +511,6 @@ and per update (settings with 10,000 and 500 updates per iteration differ in it 
 """
 
 
-def claims_markdown(runs, table, verdicts, published=()):
-    return "\n".join(["# The paper's findings, checked", "", method_text(), report(runs, table, verdicts, published)])
+def claims_markdown(runs, table, verdicts, published=(), anatomy=""):
+    return "\n".join(["# The paper's findings, checked", "", method_text(),
+                      report(runs, table, verdicts, published, anatomy)])

@@ -31,9 +31,9 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
 
 from kl_profiling import ANATOMY  # noqa: E402
-from findings import (PAPER, PHASES, SETTING, beside_published, check_findings, claims_markdown,  # noqa: E402
-                      distinct_runs, label, markdown_table, num, per_run, report, settings_table, steps,
-                      summary_lines)
+from findings import (PAPER, PHASES, SETTING, anatomy_markdown, anatomy_rows, beside_published,  # noqa: E402
+                      check_findings, claims_markdown, distinct_runs, label, markdown_table, num, per_run, report,
+                      settings_table, steps, summary_lines)
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
@@ -58,13 +58,17 @@ NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags", *OPTIONAL}  # 
 # keys of the setting itself: every other key must agree between runs that are compared
 NOT_RESULTS = {"exp_name", "seed", "torch_deterministic", "cuda", "track", "wandb_project_name", "wandb_entity",
                "capture_video", "save_model", "runs_dir", "run_name", "num_threads", "compile", "checkpoint_every",
-               "resume", "env_threads", "kl_save_snapshots", "batch_size", "num_iterations", "num_seeds", *SETTING}
+               "resume", "env_threads", "kl_save_snapshots", "batch_size", "num_iterations", "num_seeds", "code_version",
+               *SETTING}
 SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transitions bit for bit (tests check it)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
 
+# Okabe and Ito's colour-blind-safe palette
+SETTING_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 WIDTH = 7.0  # inches: a two-column paper's text width, so that the fonts below print at their size
-plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7.5,
+plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42,  # TrueType in PDFs: venues refuse Type 3 fonts
+                     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7.5,
                      "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2})
 CAPTION = ("(N_env x N_rollout : N_minibatch x minibatch_size) = parallel envs x steps each env collects per "
            "iteration : minibatches per epoch x samples per minibatch.")
@@ -421,6 +425,77 @@ def fig_kl_profiles(chosen, profiles, title):
     return fig
 
 
+ANATOMY_ROWS = [  # what sets the size of an update, beside the sequential KL it produces: (quantity, label, log)
+    ("seq_kl", "sequential KL\n" r"($\pi_i\,\|\,\pi_{i-1}$)", True),
+    ("actor_step", "actor step\n" r"$\|\theta_i - \theta_{i-1}\|$", True),
+    ("grad_norm", "gradient norm\n(dotted: actor)", True),
+    ("clip_scale", "clipping factor\n(1: none)", False),
+    ("approx_kl", "approx KL\n" r"($\pi_0\,\|\,\pi_{i-1}$)", True),
+    ("clipfrac", "clip fraction", False),
+]
+
+
+def fig_update_anatomy(env, chosen, profiles, anatomy):
+    """Finding 3 explained: for the two settings of Figure 2 in one env, each per-update quantity (rows) against the
+    % of the iteration's updates, in the three phases (columns); mean over the seeds that recorded the anatomy,
+    band min-max. chosen: the two settings' runs with `key` and `colour`."""
+    fig = plt.figure(figsize=(WIDTH, 1.35 * len(ANATOMY_ROWS) + 1.6), layout="constrained")
+    panels = fig.subfigures(1, 1)  # its legend sits below the panels, above the figure's caption
+    axes = panels.subplots(len(ANATOMY_ROWS), len(PHASES), sharex=True, sharey="row", squeeze=False)
+    handles = {}
+    for key, setting in chosen.groupby("key", sort=False):
+        colour, runs = setting.colour.iloc[0], set(setting.run)
+        kl = profiles[profiles.run.isin(runs) & (profiles.curve == "seq_kl")].rename(columns={"kl": "value"})
+        parts = anatomy[anatomy.run.isin(runs)]
+        seeds = parts.run.nunique()
+        handles[f"{key} ({setting.label.iloc[0]}), {seeds} seed{'s' * (seeds != 1)}"] = Line2D([], [], color=colour)
+        for r, (quantity, _, _) in enumerate(ANATOMY_ROWS):
+            for c, phase in enumerate(PHASES):
+                for name, style in ((("grad_norm", "-"), ("actor_grad_norm", ":")) if quantity == "grad_norm"
+                                    else ((quantity, "-"),)):
+                    source = kl[kl.run.isin(parts.run)] if name == "seq_kl" else parts[parts.quantity == name]
+                    sub = source[source.phase == phase]
+                    agg = sub.groupby("pct").value.agg(["mean", "min", "max"])
+                    if agg.empty:
+                        continue
+                    axes[r, c].plot(agg.index, agg["mean"], style, color=colour, marker="." if len(agg) == 1 else None)
+                    if style == "-":
+                        axes[r, c].fill_between(agg.index, agg["min"], agg["max"], color=colour, alpha=0.15,
+                                                linewidth=0)
+    for r, (_, ylabel, log) in enumerate(ANATOMY_ROWS):
+        axes[r, 0].set_ylabel(ylabel)
+        if log:
+            axes[r, 0].set_yscale("log")
+    panels.align_ylabels(axes[:, 0])
+    for c, phase in enumerate(PHASES):
+        its = sorted(set(anatomy[anatomy.run.isin(chosen.run) & (anatomy.phase == phase)].iteration))
+        axes[0, c].set_title(f"{phase}: iteration {', '.join(map(str, its))}")
+        axes[-1, c].set_xlabel("% of the iteration's updates done")
+    panels.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2)
+    fig.suptitle(f"{env}: what sets the size of each minibatch update", fontweight="bold")
+    caption(fig, "Each update's quantities, binned over 1% of the iteration's updates: line, mean over seeds; band, "
+                 "the seeds' min to max. Gradient norms are before clipping to --max-grad-norm (0.5, actor and critic "
+                 "together); the clipping factor scales the whole gradient; Adam then normalises each weight's step. "
+                 "approx KL and clip fraction: of the update's own minibatch, against the policy that collected it.")
+    return fig
+
+
+def draw_anatomy(frame, profiles, anatomy, opts):
+    """One anatomy figure per env with both settings of --fig2-sizes recorded (runs made before the anatomy have
+    none): fig4_update_anatomy_<env>."""
+    with_anatomy = frame[frame.run.isin(anatomy.run) & (frame.sweep == "minibatch")]
+    palette = dict(zip(opts.sizes, SETTING_COLOURS))
+    for env, runs in with_anatomy.groupby("env_id"):
+        chosen = runs[runs.minibatch_size.isin(opts.sizes)]
+        if chosen.minibatch_size.nunique() < 2:
+            continue
+        chosen = chosen.assign(colour=chosen.minibatch_size.map(palette),
+                               label=[f"minibatch {r.minibatch_size}" for r in chosen.itertuples()])
+        chosen = chosen.sort_values("minibatch_size")
+        save(fig_update_anatomy(env, chosen, profiles, anatomy), opts.out, f"fig4_update_anatomy_{env}",
+             opts.format_list)
+
+
 VERDICT_COLOURS = {"supported": "#4c9a5b", "contradicted": "#c8553d", "undetermined": "#d9d9d9"}
 
 
@@ -617,6 +692,7 @@ def main():
     frame = per_run(runs, data["returns"], data["evals"], data["kl_iterations"])
     draw_returns(runs, frame, data, opts.out, opts.format_list)
     draw_kl(frame, data["kl_profiles"], opts)
+    draw_anatomy(frame, data["kl_profiles"], data["update_profiles"], opts)
     table = settings_table(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"])
     verdicts = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"],
                               opts.sizes, opts.shapes)
@@ -624,10 +700,12 @@ def main():
     verdicts.to_csv(os.path.join(opts.out, "data", "verdicts.csv"), index=False, float_format="%.6g")
     save(fig_verdicts(verdicts), opts.out, "fig0_verdicts", opts.format_list)
     published = beside_published(runs, data["returns"], data["evals"])
-    text = claims_markdown(runs, table, verdicts, published)
+    anatomy = anatomy_markdown(anatomy_rows(runs, data["kl_iterations"], opts.sizes), opts.sizes)
+    text = claims_markdown(runs, table, verdicts, published, anatomy)
     with open(os.path.join(opts.out, "claims.md"), "w") as f:
         f.write(text)
-    write_readme_blocks(os.path.join(opts.out, "README.md"), {(BEGIN, END): report(runs, table, verdicts, published),
+    write_readme_blocks(os.path.join(opts.out, "README.md"), {(BEGIN, END): report(runs, table, verdicts, published,
+                                                                                   anatomy),
                                                               (TIMES_BEGIN, TIMES_END): wall_times(runs)})
     print("\n".join(summary_lines(verdicts, sorted(runs.env_id.unique()))))
     print(f"figures, claims.md (every reading) and data/verdicts.csv in {opts.out}")

@@ -21,8 +21,8 @@ from agent import Agent
 from check_flags import check_args, parse_flags, use_compile
 from evaluation import evaluate, freeze_training_stats, log_evaluation
 from kl_profiling import ANATOMY, SnapshotStore, sample_states, write_kl_profile
-from run_folder import (discard_kl_after, disk_need_bytes, fail, member_adam_state, resolve_runs, resume_hint,
-                        rng_states, save_checkpoint, set_rng_states, stacked_adam_state, stop_on_signals,
+from run_folder import (code_version, discard_kl_after, disk_need_bytes, fail, member_adam_state, resolve_runs,
+                        resume_hint, rng_states, save_checkpoint, set_rng_states, stacked_adam_state, stop_on_signals,
                         write_tensorboard_layout)
 from vector_envs import env_state, get_norm_stats, make_envs, quiet_mujoco, set_env_state
 
@@ -349,6 +349,10 @@ if __name__ == "__main__":
     members = [replace(args, seed=seed) for seed in seeds]
     run_names, run_dirs, checkpoints = resolve_runs(args, members)
     checkpoint_paths = [os.path.join(run_dir, "checkpoint.pt") for run_dir in run_dirs]
+    # the code each run started under, then this process's when it differs: a resume under other code says so
+    this_code = code_version()
+    code_versions = [list(dict.fromkeys([c["args"].get("code_version", "unknown") if c else this_code, this_code]))
+                     for c in checkpoints]
     if len({c is None for c in checkpoints}) > 1 or len({c["iteration"] for c in checkpoints if c}) > 1:
         fail(f"the run folders of seeds {seeds[0]}..{seeds[-1]} hold checkpoints of different iterations (or only "
              "some do): resume them as single runs (--num-seeds 1), or delete them")
@@ -433,7 +437,8 @@ if __name__ == "__main__":
         adam_state = optimizer.state_dict()
         for m in range(S):
             save_checkpoint(checkpoint_paths[m], dict(
-                format=2, args=asdict(members[m]) | {"run_name": run_names[m]}, iteration=iteration,
+                format=2, args=asdict(members[m]) | {"run_name": run_names[m], "code_version": code_versions[m][0]},
+                iteration=iteration,
                 global_step=global_step, wall_time_s=time.time() - start_time,
                 agent={"params": agent.params[m:m + 1].detach().clone()}, optimizer=member_adam_state(adam_state, m),
                 envs=env_state(envs, member=m), next_obs=next_obs[m], next_done=next_done[m],
@@ -577,9 +582,11 @@ if __name__ == "__main__":
             # time left from this session's recent iterations; its first holds one-off costs (a compile)
             session_wall_s.append(time.time() - iteration_start)
             typical = np.median((session_wall_s[1:] or session_wall_s)[-10:])
-            left = typical * (args.num_iterations - iteration)
+            compiling = len(session_wall_s) == 1 and update_minibatch is not minibatch_update
+            left = "estimating" if compiling and iteration < args.num_iterations else hms(
+                typical * (args.num_iterations - iteration))
             line = (f"iter {iteration}/{args.num_iterations} step {global_step} SPS {sps}{' per seed' if S > 1 else ''} "
-                    f"elapsed {hms(elapsed)} left {hms(left)}") + line
+                    f"elapsed {hms(elapsed)} left {left}") + line
             if any(recent_returns):
                 line += f" return {np.mean([np.mean(r) for r in recent_returns if r]):.1f}"
             if args.kl:
@@ -596,7 +603,8 @@ if __name__ == "__main__":
                 stop_for_signal()
 
         summaries = [dict(global_step=global_step, iterations=args.num_iterations, wall_time_s=time.time() - start_time,
-                          iteration_wall_s=iteration_wall_s, final_returns=recent_returns[m], num_seeds=S) for m in range(S)]
+                          iteration_wall_s=iteration_wall_s, final_returns=recent_returns[m], num_seeds=S,
+                          code_version=code_versions[m][-1], code_versions=code_versions[m]) for m in range(S)]
         if device.type == "cuda":
             for summary in summaries:
                 summary["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated(device)

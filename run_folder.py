@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -78,7 +79,25 @@ RESUMABLE_CHANGES = {"resume", "checkpoint_every", "runs_dir", "cuda", "num_thre
 # Derived from other flags, so they differ only when those do; the name is the folder's, not what the run computes
 # (a folder renamed by hand resumes under its new name); a seed's run is the same in a population (--num-seeds) as
 # alone.
-NOT_COMPARED = RESUMABLE_CHANGES | {"batch_size", "num_iterations", "run_name", "num_seeds"}
+NOT_COMPARED = RESUMABLE_CHANGES | {"batch_size", "num_iterations", "run_name", "num_seeds", "code_version"}
+CODE_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def code_version():
+    """The code this process runs: the git commit of the script's checkout, with "-dirty" when its tracked files
+    differ from that commit; outside a git checkout, a hash of the .py files beside the script."""
+    def git(*argv):
+        return subprocess.run(["git", "-C", CODE_ROOT, *argv], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        digest = hashlib.sha256()
+        for name in sorted(f for f in os.listdir(CODE_ROOT) if f.endswith(".py")):
+            with open(os.path.join(CODE_ROOT, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+        return "sha256:" + digest.hexdigest()[:16]
 
 
 def differing_flags(saved, now):
@@ -318,11 +337,15 @@ def open_run_folder(args, run_name, run_dir):
     if not os.access(run_dir, os.W_OK):
         fail(f"cannot write into --runs-dir {args.runs_dir} (run folder {run_dir} is read-only); give a folder this "
              "user can write")
-    now = asdict(args) | {"run_name": run_name}
+    now = asdict(args) | {"run_name": run_name, "code_version": code_version()}
     if os.path.exists(checkpoint_path):
         checkpoint = read_checkpoint(checkpoint_path)
         differing = differing_flags(checkpoint["args"], now)
         if not differing:
+            before = checkpoint["args"].get("code_version", "unknown (written before runs recorded it)")
+            if before != now["code_version"]:
+                print(f"note: {run_dir} was started under code {before} and resumes under {now['code_version']}; "
+                      "summary.json records both", flush=True)
             return checkpoint
         if args.resume or checkpoint["iteration"] > 0 or logged_iterations(run_dir):
             fail(f"cannot resume {run_dir} with other flags than its checkpoint's: "

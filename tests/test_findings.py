@@ -89,6 +89,22 @@ def test_undetermined_findings_and_the_seeds_that_would_decide_them():
     assert row(two_seeds, 1).high < 0  # the interval alone would have decided it
 
 
+def test_pairs_use_every_seed_and_readings_across_settings_the_common_ones():
+    # the pair (50, 1000) at seeds 1-10, the other sizes at 1-4: the pair reads 10 seeds, the trend 4
+    specs = minibatch((50, 1000), range(1, 11), ret=lambda size, seed: size + seed,
+                      kl=lambda size, seed: 1e-3 / size * (1 + 0.01 * seed))
+    specs += minibatch((100, 250, 500), range(1, 5), ret=lambda size, seed: size + seed,
+                       kl=lambda size, seed: 1e-3 / size * (1 + 0.01 * seed))
+    rows = check(specs)
+    assert row(rows, 1).n_seeds == 10 and row(rows, 3).n_seeds == 10
+    trend = row(rows, 3, reading="trend over 5 sizes, per update")
+    assert trend.n_seeds == 4 and row(rows, 2).n_seeds == 4
+    # the trend's rho over the 20 runs of seeds 1-4, recomputed
+    x = np.repeat(SIZES, 4)
+    y = np.array([1e-3 / size * (1 + 0.01 * seed) for size in SIZES for seed in range(1, 5)])
+    assert trend.estimate == pytest.approx(stats.spearmanr(x, y).statistic)
+
+
 def test_a_run_shared_by_two_sweeps_is_counted_once():
     seeds = (1, 2, 3)
     specs = minibatch((50, 1000), seeds, ret=lambda size, seed: {50: 100, 1000: 900}[size] + seed,
@@ -182,3 +198,27 @@ def test_returns_beside_the_published_ones():
     text = findings.published_markdown(rows)
     assert "| Ant-v5 | 500 x 100, minibatch 50 | 3 | 600 +- 300 at 1.000M (training) |" in text
     assert "none published" in text and "1443 +- 46" in text
+
+
+def test_anatomy_rows_compare_the_pair_per_update_by_thirds():
+    """Finding 3's pair, per update: minibatch 50's clipping factor half of 1000's in every iteration, its
+    gradient norm twice; runs without the anatomy (empty columns) are left out."""
+    runs, _, _, kl = frames(minibatch((50, 1000), (1, 2, 3), ret=lambda size, seed: size)
+                            + minibatch((50, 1000), (4,), ret=lambda size, seed: size))
+    rows = []
+    for run in runs.itertuples():
+        small = run.minibatch_size == 50
+        for it in range(1, 61):
+            jitter = 1 + 0.01 * run.seed
+            rows.append(dict(run=run.run, iteration=it, seq_kl_mean=1e-5, grad_norm_mean=(2.0 if small else 1.0) * jitter,
+                             actor_grad_norm_mean=1.0, clip_scale_mean=(0.25 if small else 0.5) * jitter,
+                             actor_step_mean=1e-3, approx_kl_mean=1e-3, clipfrac_mean=0.1))
+    anatomy = pd.DataFrame(rows)
+    anatomy.loc[anatomy.run.str.endswith("__s4"), ["grad_norm_mean", "clip_scale_mean"]] = np.nan  # made before it
+    got = findings.anatomy_rows(runs, anatomy, (50, 1000)).set_index(["phase", "quantity"])
+    assert set(got.index.get_level_values("phase")) == {"whole run", "first third", "middle third", "last third"}
+    assert got.loc[("whole run", "clip_scale"), "ratio"] == pytest.approx(0.5)
+    assert got.loc[("last third", "grad_norm"), "ratio"] == pytest.approx(2.0)
+    assert (got.seeds == 3).all()
+    text = findings.anatomy_markdown(got.reset_index(), (50, 1000))
+    assert "clipping factor x0.5," in text and "gradient norm before clipping x2 " in text

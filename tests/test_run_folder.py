@@ -3,6 +3,7 @@
 finished no iteration not blocking their name, finished runs given again, one process per run folder, KL files
 that follow TensorBoard on a resume, generators of another device, and the TensorBoard layout."""
 import fcntl
+import json
 import os
 import shlex
 import shutil
@@ -50,9 +51,9 @@ def fake_run(runs_dir, name, args, iteration=None, finished=False, mtime=None):
     """A run folder as the script leaves it: args.json, a checkpoint after `iteration` (None: none), summary.json."""
     run_dir = os.path.join(runs_dir, name)
     os.makedirs(os.path.join(run_dir, "kl"), exist_ok=True)
-    saved = asdict(args) | {"run_name": name}
+    saved = asdict(args) | {"run_name": name, "code_version": run_folder.code_version()}
     with open(os.path.join(run_dir, "args.json"), "w") as f:
-        f.write(__import__("json").dumps(saved))
+        f.write(json.dumps(saved))
     if iteration is not None:
         checkpoint = {key: None for key in run_folder.CHECKPOINT_KEYS} | dict(args=saved, iteration=iteration)
         torch.save(checkpoint, os.path.join(run_dir, "checkpoint.pt"))
@@ -438,3 +439,42 @@ def test_checkpoint_of_a_gpu_run_resumes_on_the_cpu(crashed_between_checkpoints,
     assert "note: the checkpoint's generators ran on cuda, this run's on cpu" in proc.stdout
     assert proc.stderr.strip().splitlines()[-1].startswith("error: non-finite loss at iteration 7"), proc.stderr
     assert [int(f["iteration"]) for f in load_kl(str(copy))] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_run_records_its_code_version_and_a_resume_under_other_code_says_so(tmp_path):
+    """args.json, the checkpoint and summary.json name the code (the checkout's commit, -dirty when edited); a run
+    resumed under other code says so in one line and summary.json keeps both."""
+    flags = [*FAST, "--total-timesteps", "256", "--runs-dir", str(tmp_path), "--run-name", "r"]
+    assert train(tmp_path, *flags).returncode == 0
+    run_dir = tmp_path / "r"
+    this = run_folder.code_version()
+    assert load_args(run_dir)["code_version"] == this
+    assert json.loads((run_dir / "summary.json").read_text())["code_versions"] == [this]
+    # the same run, as if started under other code and cut short before its summary
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    checkpoint["args"]["code_version"] = "0123abc-other"
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+    (run_dir / "summary.json").unlink()
+    proc = train(tmp_path, *flags)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if "0123abc-other" in line]
+    assert notes == [f"note: {run_dir} was started under code 0123abc-other and resumes under {this}; "
+                     "summary.json records both"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["code_versions"] == ["0123abc-other", this] and summary["code_version"] == this
+
+
+def test_code_version_outside_git_is_a_hash_of_the_code(tmp_path, monkeypatch):
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(run_folder, "CODE_ROOT", str(tmp_path))
+    first = run_folder.code_version()
+    assert first.startswith("sha256:") and run_folder.code_version() == first
+    (tmp_path / "b.py").write_text("# edited\n")
+    assert run_folder.code_version() != first
+    # inside a git checkout: the commit, and -dirty once a tracked file is edited
+    monkeypatch.setattr(run_folder, "CODE_ROOT", os.path.dirname(SCRIPT))
+    head = subprocess.run(["git", "-C", os.path.dirname(SCRIPT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    if head:
+        assert run_folder.code_version().split("-")[0] == head

@@ -226,7 +226,10 @@ def test_compiled_update_trains_like_eager(tiny_run, tmp_path):
     """The compiled update (loss, torch.func.grad, clipping and torch's functional Adam in one graph) is the eager
     update: from iteration 1's rollout on, each snapshot differs from eager's by float32 rounding, a small fraction
     of what one update moves the policy (a wrong step size, bias correction or clipping would move it by as much)."""
-    _, compiled = run_script(tmp_path, "compiled", *TINY, "--kl-save-snapshots", "--compile", "on")
+    proc, compiled = run_script(tmp_path, "compiled", *TINY, "--kl-save-snapshots", "--compile", "on")
+    # the first iteration holds the compile: no time left is extrapolated from it
+    iters = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
+    assert " left estimating" in iters[0] and " left 0:00:00" in iters[1], iters
     eager, compiled = load_kl(tiny_run), load_kl(compiled)
     np.testing.assert_array_equal(compiled[0]["states"], eager[0]["states"])
     for key in ("means", "logstds"):
