@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from intervals import (CONFIDENCE, VERDICTS, against_level, equivalence, rank_trend, simulated_coverage,
                        two_settings)
@@ -90,6 +91,26 @@ def per_run(runs, returns, evals, kl_iterations):
 
 # ---- the readings ----
 
+def profile_shapes(kl_profiles, kl_iterations):
+    """Per run and phase, the shape of the reference-KL profile on its 1% grid: Kendall's tau against the % of
+    updates done (-1: a fall at every bin), the plateau ref_kl(90%) / ref_kl(50%) beside what the fitted
+    geometric contraction predicts (gamma_D per 1% to the 40th), and the R^2 of that fit (log ref_kl against %)."""
+    rows = []
+    ref = kl_profiles[(kl_profiles.curve == "ref_kl") & (kl_profiles.kl > 0)]
+    gammas = kl_iterations.set_index(["run", "iteration"]).gamma_D_per_pct
+    for (run, phase, iteration), g in ref.groupby(["run", "phase", "iteration"]):
+        if len(g) < 3:
+            continue
+        pct, log_kl = g.pct.to_numpy(float), np.log(g.kl.to_numpy(float))
+        fit = np.polyfit(pct, log_kl, 1)
+        residual, total = np.sum((log_kl - np.polyval(fit, pct)) ** 2), np.sum((log_kl - log_kl.mean()) ** 2)
+        at = {q: g.kl.iloc[int(np.abs(pct - q).argmin())] for q in (50, 90)}
+        rows.append(dict(run=run, phase=phase, tau=stats.kendalltau(pct, log_kl).statistic, plateau=at[90] / at[50],
+                         plateau_fit=gammas.get((run, iteration), np.nan) ** 40,
+                         r2=1 - residual / total if total > 0 else np.nan))
+    return pd.DataFrame(rows, columns=["run", "phase", "tau", "plateau", "plateau_fit", "r2"])
+
+
 def run_table(runs, returns, evals, kl_iterations, kl_profiles):
     """Per distinct run: its setting, mean sequential KL and net change per iteration (whole run and each third of
     its iterations), fraction of reference-KL decreases per update and on the 1% grid, gamma_D per 1%."""
@@ -105,6 +126,7 @@ def run_table(runs, returns, evals, kl_iterations, kl_profiles):
     ref = kl_profiles[kl_profiles.curve == "ref_kl"].sort_values("pct")
     grid = ref.groupby(["run", "phase"]).kl.apply(lambda k: float(np.mean(np.diff(k.to_numpy()) < 0)))
     frame["decrease_frac_grid"] = grid.groupby("run").mean()
+    frame["tau_grid"] = profile_shapes(kl_profiles, kl_iterations).groupby("run").tau.mean()
     return frame.reset_index()
 
 
@@ -178,6 +200,9 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
                 add(2, env, f"fraction of reference-KL decreases, {reading}", primary,
                     f"mean over runs of {col}", against_level(with_kl[col].dropna(), MONOTONE, +1),
                     [g for _, g in with_kl.groupby("key")])
+            add(2, env, "Kendall tau of reference KL against the % of updates (1% grid)", False,
+                "mean over runs of tau_grid (a monotone fall: -1)",
+                against_level(with_kl.tau_grid.dropna(), -MONOTONE, -1), [g for _, g in with_kl.groupby("key")])
         er = here[here.run.isin(in_sweep["env_rollout"])]
         shapes = [er[(er.num_envs == n) & (er.num_steps == m)] for n, m in fig3_shapes]
         if all(len(s) for s in shapes):
@@ -299,10 +324,14 @@ def settings_table(runs, returns, evals, kl_iterations, kl_profiles):
     gammas.columns = [f"{value}_{phase}" for value, phase in gammas.columns]
     gamma_columns = [f"{value}_{phase}" for value in ("gamma_D_per_pct", "gamma_D") for phase in PHASES]
     frame = frame.join(gammas.reindex(columns=gamma_columns), on="run")
+    shapes = profile_shapes(kl_profiles, kl_iterations).groupby("run")[["plateau", "plateau_fit", "r2"]].mean()
+    frame = frame.join(shapes, on="run")
     table = frame.groupby(["sweep", *SETTING], sort=False).agg(
         seeds=("seed", "nunique"), step=("final_step", "first"), kind=("return_kind", "first"),
         return_mean=("final_return", "mean"), return_std=("final_return", "std"), seq_kl_mean=("seq_kl_mean", "mean"),
-        ref_kl_decrease_frac=("ref_kl_decrease_frac", "mean"), **{c: (c, "mean") for c in gamma_columns}).reset_index()
+        ref_kl_decrease_frac=("ref_kl_decrease_frac", "mean"), plateau=("plateau", "median"),
+        plateau_fit=("plateau_fit", "median"), r2=("r2", "median"), **{c: (c, "mean") for c in gamma_columns}
+    ).reset_index()
     table["setting"] = [label(r) for r in table.itertuples()]
     return table.sort_values(["sweep", "env_id", "minibatch_size", "num_envs"],
                              ascending=[False, True, True, False]).reset_index(drop=True)
@@ -334,10 +363,13 @@ def settings_markdown(table):
              f"{fmt(r['return_mean'], '.0f')} +- {fmt(r['return_std'], '.0f')}", fmt(r["seq_kl_mean"], ".3g"),
              fmt(r["ref_kl_decrease_frac"], ".3f"),
              " / ".join(fmt(r[f"gamma_D_per_pct_{p}"], ".4f") for p in PHASES),
-             " / ".join(fmt(r[f"gamma_D_{p}"], ".5f") for p in PHASES)] for _, r in table.iterrows()]
+             " / ".join(fmt(r[f"gamma_D_{p}"], ".5f") for p in PHASES),
+             f"{fmt(r['plateau'], '.3g')} ({fmt(r['plateau_fit'], '.3g')})", fmt(r["r2"], ".2f")]
+            for _, r in table.iterrows()]
     return markdown_table(["sweep", "env", "setting", "seeds", "return at step", "return mean +- std", "seq KL mean",
                            "ref-KL decreasing steps", "gamma_D per 1% (early / middle / late)",
-                           "gamma_D per update (early / middle / late)"], rows)
+                           "gamma_D per update (early / middle / late)",
+                           "ref KL at 90% / at 50% of the updates (gamma_D's fit predicts)", "R^2 of the fit"], rows)
 
 
 def published_markdown(rows):
@@ -503,6 +535,12 @@ unit of data (the net change of an iteration, KL(pi_U || pi_0), from the same 50
 and over each third of its iterations. Finding 5 is read for both halves of its sentence: sequential KL and
 convergence (gamma_D per 1% of the iteration's updates: higher is slower), each against the final return and the
 area under the evaluation curve.
+
+gamma_D summarises the reference KL's fall as geometric, KL(pi_U || pi_i) ~ C gamma_D^i. Where the profile
+plateaus instead, the per-setting table shows it: ref KL at 90% of the updates over ref KL at 50% (a median over
+runs and phases) beside what the fitted gamma_D predicts for it, and the fit's median R^2 (log ref KL against the %
+of updates, on the 1% grid); an R^2 well below 1 or an observed ratio well above the predicted one means the
+geometric model, and so gamma_D, describes that setting poorly.
 
 Per setting: return mean and std over seeds at the step shown (the last step all of that sweep's runs in that
 env reach). seq KL mean: mean sequential KL over all iterations, then over seeds. gamma_D: the fitted contraction

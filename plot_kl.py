@@ -53,13 +53,14 @@ FRAMES["kl_iterations"] += [f"{name}_mean" for name in ANATOMY]
 # the columns and update_profiles.csv
 OPTIONAL = {f"{name}_mean" for name in ANATOMY}
 OPTIONAL_FRAMES = {"update_profiles"}
-NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags", *OPTIONAL}  # a fit, a time can be missing, a key cannot
+# a fit or a time can be missing, a key cannot
+NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags", *OPTIONAL}
 # args.json keys that do not change what a run computes (bookkeeping, speed, resumption, the tracker), and the
 # keys of the setting itself: every other key must agree between runs that are compared
 NOT_RESULTS = {"exp_name", "seed", "torch_deterministic", "cuda", "track", "wandb_project_name", "wandb_entity",
                "capture_video", "save_model", "runs_dir", "run_name", "num_threads", "compile", "checkpoint_every",
-               "resume", "env_threads", "kl_save_snapshots", "batch_size", "num_iterations", "num_seeds", "code_version",
-               *SETTING}
+               "resume", "env_threads", "kl_save_snapshots", "batch_size", "num_iterations", "num_seeds",
+               "code_version", *SETTING}
 SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transitions bit for bit (tests check it)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
@@ -264,7 +265,8 @@ def read_csv(path, columns):
 def read_data(folders):
     """Saved summaries, merged: a run saved in several of them is taken from the first that holds it."""
     for folder in folders:
-        missing = [n for n in FRAMES if n not in OPTIONAL_FRAMES and not os.path.isfile(os.path.join(folder, f"{n}.csv"))]
+        missing = [n for n in FRAMES
+                   if n not in OPTIONAL_FRAMES and not os.path.isfile(os.path.join(folder, f"{n}.csv"))]
         if missing:
             fail(f"--data {folder} lacks {', '.join(n + '.csv' for n in missing)} (a summary holds "
                  f"{', '.join(n + '.csv' for n in FRAMES if n not in OPTIONAL_FRAMES)})")

@@ -222,3 +222,22 @@ def test_anatomy_rows_compare_the_pair_per_update_by_thirds():
     assert (got.seeds == 3).all()
     text = findings.anatomy_markdown(got.reset_index(), (50, 1000))
     assert "clipping factor x0.5," in text and "gradient norm before clipping x2 " in text
+
+
+def test_profile_shapes_tell_a_geometric_fall_from_a_plateau():
+    """A reference KL falling geometrically, 0.97 per 1% of the updates: tau -1, R^2 1, and the plateau ratio at
+    90% / 50% is what gamma_D predicts (0.97^40). One that falls, then stays flat: tau above -1, R^2 below 1, and
+    its ratio well above the prediction of a geometric fit to it."""
+    pct = np.arange(100) + 0.5
+    geometric = 0.97 ** pct
+    plateau = np.where(pct < 40, 0.95 ** pct, 0.95 ** 40 * (1 + 0.01 * np.sin(pct)))
+    profiles = pd.DataFrame([dict(run=run, phase="early", iteration=1, curve="ref_kl", pct=p, kl=k)
+                             for run, kls in (("geo", geometric), ("flat", plateau)) for p, k in zip(pct, kls)])
+    fitted = {run: float(np.exp(np.polyfit(pct, np.log(kls), 1)[0])) for run, kls in (("geo", geometric),
+                                                                                     ("flat", plateau))}
+    kl_iterations = pd.DataFrame([dict(run=run, iteration=1, gamma_D_per_pct=g) for run, g in fitted.items()])
+    got = findings.profile_shapes(profiles, kl_iterations).set_index("run")
+    assert got.loc["geo", "tau"] == pytest.approx(-1) and got.loc["geo", "r2"] == pytest.approx(1)
+    assert got.loc["geo", "plateau"] == pytest.approx(0.97 ** 40) == pytest.approx(got.loc["geo", "plateau_fit"])
+    assert got.loc["flat", "tau"] > -0.9 and got.loc["flat", "r2"] < 0.9
+    assert got.loc["flat", "plateau"] > 2 * got.loc["flat", "plateau_fit"]
