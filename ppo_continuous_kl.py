@@ -23,7 +23,7 @@ from evaluation import evaluate, freeze_training_stats, log_evaluation
 from kl_profiling import ANATOMY, SnapshotStore, sample_states, write_kl_profile
 from run_folder import (code_version, discard_kl_after, disk_need_bytes, fail, member_adam_state, resolve_runs,
                         resume_hint, rng_states, save_checkpoint, set_rng_states, stacked_adam_state, stop_on_signals,
-                        write_tensorboard_layout)
+                        write_hparams, write_tensorboard_layout)
 from vector_envs import env_state, get_norm_stats, make_envs, quiet_mujoco, set_env_state
 
 
@@ -476,6 +476,7 @@ if __name__ == "__main__":
     if checkpoints[0] is None:
         for writer, member in zip(writers, members):
             write_tensorboard_layout(writer)
+            write_hparams(writer, member)
             writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % (
                 "\n".join([f"|{key}|{value}|" for key, value in vars(member).items()])))
 

@@ -522,6 +522,15 @@ def write_tensorboard_layout(writer):
     })
 
 
+def write_hparams(writer, args):
+    """The run's flags on TensorBoard's HParams tab, beside its final returns (the tab reads those scalars), in the
+    run's own event file: numbers and booleans as they are, anything else (None, strings) as text."""
+    from torch.utils.tensorboard.summary import hparams
+    flags = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in vars(args).items()}
+    for summary in hparams(flags, {"eval/episodic_return": 0.0, "charts/episodic_return": 0.0}):
+        writer.file_writer.add_summary(summary)
+
+
 def disk_need_bytes(args, iterations_left, obs_dim, act_dim, checkpoint_bytes):
     """About what the run will write from here on: a checkpoint being replaced, plus one KL file per iteration (its
     profile, and six float32 numbers per update: the anatomy)."""

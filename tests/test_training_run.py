@@ -134,6 +134,14 @@ def test_tensorboard_tags_args_and_summary(hopper_run):
                                        [getattr(np, stat)(f[name]) for f in kl_files], rtol=1e-6, err_msg=name)
     args = load_args(hopper_run)
     assert args["env_id"] == "Hopper-v5" and args["minibatch_size"] == 32 and args["num_minibatches"] == 4
+    # the flags on the HParams tab too, as the plugin reads them back
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    events = EventAccumulator(hopper_run)
+    events.Reload()
+    content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert start.hparams["env_id"].string_value == "Hopper-v5" and start.hparams["minibatch_size"].number_value == 32
+    assert start.hparams["target_kl"].string_value == "None" and start.hparams["learning_rate"].number_value == 3e-4
     with open(os.path.join(hopper_run, "summary.json")) as f:
         summary = json.load(f)
     assert summary["global_step"] == 256 and len(summary["eval_returns"]) == 2
