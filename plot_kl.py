@@ -504,7 +504,7 @@ VERDICT_COLOURS = {"supported": "#4c9a5b", "contradicted": "#c8553d", "undetermi
 def fig_verdicts(verdicts):
     """Findings x envs: each cell the primary reading's verdict (colour) with its estimate and interval; a corner
     mark where another reading of the finding in that env reaches the opposite verdict."""
-    envs = sorted(verdicts.env.unique())
+    envs = sorted(set(verdicts.env) - {"all"})  # the readings across envs are in claims.md
     findings = sorted(PAPER)
     fig, ax = plt.subplots(figsize=(WIDTH, 0.6 * len(findings) + 1.3), layout="constrained")
     for y, finding in enumerate(findings):
