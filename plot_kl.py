@@ -1,4 +1,5 @@
-"""Figures 1-3 of the paper, and a table that checks its findings, from the runs of the two sweeps.
+"""Figures 1-3 of the paper, the findings read every way with their verdicts (Figure 0, claims.md), and the anatomy
+of finding 3's updates (Figure 4), from the runs of the two sweeps.
 
     python plot_kl.py --minibatch-runs runs/minibatch --env-rollout-runs runs/env_rollout --out figures
     python plot_kl.py --data docs/results/data --out docs/results      # from a saved summary alone
@@ -7,8 +8,9 @@ Reading the runs writes a compact summary (CSV, --save-data) from which everythi
 runs. Figure 1: training episodic return against env steps (the paper's), mean and std over seeds; fig1b: the
 evaluation return on its common grid, when the runs were trained with --eval-every. Figures 2 and 3: sequential
 and reference KL against the % of the iteration's minibatch updates done, in three training phases, two settings
-overlaid (solid, dashed): each setting's best run (the paper's view) beside the mean over seeds. claims.md: the
-paper's findings checked per env with bootstrap intervals over seeds (findings.py); the same results are written
+overlaid by colour: each setting's best run (the paper's view) beside the mean over seeds. claims.md: the
+paper's findings read per env with intervals that keep their level at four seeds (findings.py, intervals.py), one
+row per reading in data/verdicts.csv; the same results are written
 between the <!-- results:begin --> and <!-- results:end --> markers of OUT/README.md when it has them, and the
 runs' wall times per setting between its <!-- wall-times:begin --> and <!-- wall-times:end --> markers.
 """
@@ -303,9 +305,14 @@ def save(fig, out, name, formats):
     plt.close(fig)
 
 
-def caption(fig, *lines):
-    text = "\n".join(textwrap.fill(line, 120) for line in (*lines, CAPTION))
-    fig.supxlabel(text, fontsize=7, ha="left", x=0.01)
+CAPTIONS = {"on": True}  # --no-caption: the text below a figure goes to the paper's own caption instead
+
+
+def caption(fig, *lines, settings=True):
+    """The explanatory text below a figure, and what the setting labels mean when the figure uses them."""
+    if CAPTIONS["on"]:
+        text = "\n".join(textwrap.fill(line, 120) for line in (*lines, *[CAPTION] * settings))
+        fig.supxlabel(text, fontsize=7, ha="left", x=0.01)
 
 
 def setting_order(runs):
@@ -333,7 +340,7 @@ def fig_returns(runs, curves, title, ylabel, compared_at, marker=None):
         return None
     ncols = max(len(envs) for _, envs in rows)
     # one colour per setting across the figure: the setting the two sweeps share looks the same in both rows
-    colours = dict(zip(setting_order(data), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    colours = dict(zip(setting_order(data), SETTING_COLOURS * 3))
     fig = plt.figure(figsize=(WIDTH, 2.5 * len(rows) + 1.1), layout="constrained")
     for subfig, (sweep, envs) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
         axes = subfig.subplots(1, ncols, squeeze=False)[0]
@@ -354,8 +361,11 @@ def fig_returns(runs, curves, title, ylabel, compared_at, marker=None):
                 with np.errstate(invalid="ignore"):
                     mean = np.nansum(per_seed, 0) / counts
                     std = np.sqrt(np.nansum((per_seed - mean) ** 2, 0) / (counts - 1))
-                ax.plot(grid, mean, color=colours[key], label=f"{key}, {seeds[key]} seeds", marker=marker,
-                        markersize=2.5)
+                first = group.iloc[0]
+                name = (f"minibatch {first.minibatch_size}" if sweep == "minibatch"
+                        else f"{first.num_envs} envs x {first.num_steps} steps")
+                ax.plot(grid, mean, color=colours[key], label=f"{name} {key}, {seeds[key]} seeds",
+                        marker=marker or ("o" if len(grid) == 1 else None), markersize=2.5)
                 ax.fill_between(grid, mean - std, mean + std, color=colours[key], alpha=0.2, linewidth=0)
             if np.isfinite(compared_at.get((sweep, env), np.nan)):
                 ax.axvline(compared_at[(sweep, env)], color="0.4", linestyle=":", linewidth=1)
@@ -364,7 +374,8 @@ def fig_returns(runs, curves, title, ylabel, compared_at, marker=None):
             ax.set_ylabel(ylabel)
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         handles = {h.get_label(): h for ax in axes[:len(envs)] for h in ax.get_legend_handles_labels()[0]}
-        handles["compared at (claims.md)"] = Line2D([], [], color="0.4", linestyle=":")
+        if any(np.isfinite(compared_at.get((sweep, env), np.nan)) for env in envs):  # only for a line drawn
+            handles["compared at (claims.md)"] = Line2D([], [], color="0.4", linestyle=":")
         subfig.suptitle(row_title(sweep, sweep_data))
         subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(3, len(handles)))
     fig.suptitle(title, fontweight="bold")
@@ -373,57 +384,60 @@ def fig_returns(runs, curves, title, ylabel, compared_at, marker=None):
     return fig
 
 
+PHASE_STYLES = dict(zip(PHASES, ("-", "--", ":")))
+
+
 def fig_kl_profiles(chosen, profiles, title):
-    """Figures 2 and 3: sequential (top) and reference (bottom) KL against the % of the iteration's updates, one
-    colour per training phase, two settings solid and dashed (chosen: runs with `style`, `key`, `final_return`).
-    Left: each setting's run with the best final return, as the paper drew; right: mean over seeds, band min-max."""
+    """Figures 2 and 3: sequential (top) and reference (bottom) KL against the % of the iteration's updates, the two
+    settings by colour, the three training phases by line style (chosen: runs with `colour`, `selection`, `key`,
+    `final_return`). Left: each setting's run with the best final return, as the paper drew; right: mean over
+    seeds, band min-max."""
     envs = sorted(chosen.env_id.unique())
     fig = plt.figure(figsize=(WIDTH, 3.9 * len(envs) + 0.9), layout="constrained")
-    colours = dict(zip(PHASES, ("tab:blue", "tab:orange", "tab:green")))
     for subfig, env in zip(fig.subfigures(len(envs), 1, squeeze=False)[:, 0], envs):
         axes = subfig.subplots(2, 2, sharex=True)
         here, handles, drawn = chosen[chosen.env_id == env], {}, []
-        for style, setting in here.groupby("style", sort=False):
+        for colour, setting in here.groupby("colour", sort=False):
             ranked = setting.sort_values(["final_return", "seed"], ascending=[False, True], na_position="last")
             best = ranked.iloc[0]
-            note = (f"{best.final_return:.0f} at {steps(best.final_step)}" if np.isfinite(best.final_return)
-                    else "no return: lowest seed")
-            handles[f"{best.key}, best run {best.run} ({note})"] = Line2D([], [], color="k", linestyle=style)
-            drawn.append(f"{best.key} {'solid' if style == '-' else 'dashed'}")
+            note = (f"best: seed {best.seed}, {best.final_return:.0f}" if np.isfinite(best.final_return)
+                    else f"no return: seed {best.seed}")
+            seeds = setting.run.nunique()
+            handles[f"{best.selection}, {seeds} seed{'s' * (seeds != 1)} ({note})"] = Line2D([], [], color=colour)
+            drawn.append(best.selection)
             data = profiles[profiles.run.isin(setting.run)]
             for r, curve in enumerate(("seq_kl", "ref_kl")):
-                for phase in PHASES:
+                for phase, style in PHASE_STYLES.items():
                     sub = data[(data.curve == curve) & (data.phase == phase)]
                     one = sub[sub.run == best.run]
                     one = one[one.kl > 0]  # log scale: the last reference KL is exactly 0
-                    axes[r, 0].plot(one.pct, one.kl, style, color=colours[phase])
+                    single = dict(marker="o", markersize=3) if len(one) == 1 else {}
+                    axes[r, 0].plot(one.pct, one.kl, style, color=colour, **single)
                     agg = sub[sub.kl > 0].groupby("pct").kl.agg(["mean", "min", "max"])
-                    axes[r, 1].plot(agg.index, agg["mean"], style, color=colours[phase])
-                    axes[r, 1].fill_between(agg.index, agg["min"], agg["max"], color=colours[phase], alpha=0.12,
-                                            linewidth=0)
+                    axes[r, 1].plot(agg.index, agg["mean"], style, color=colour, **single)
+                    axes[r, 1].fill_between(agg.index, agg["min"], agg["max"], color=colour, alpha=0.1, linewidth=0)
                     its = sorted(set(sub.iteration))
                     if its:
                         handles.setdefault(f"{phase}: iteration {', '.join(map(str, its))}",
-                                           Line2D([], [], color=colours[phase]))
-        seeds = here.groupby("key").run.nunique()
+                                           Line2D([], [], color="k", linestyle=style))
         axes[0, 0].set_title("each setting's best run (the paper's view)")
-        axes[0, 1].set_title(f"mean over seeds ({', '.join(map(str, sorted(set(seeds))))} per setting), band min-max")
+        axes[0, 1].set_title("mean over seeds, band: the seeds' min to max")
         for ax in axes.flat:
             ax.set_yscale("log")
         for r, name in enumerate((r"sequential KL($\pi_{i+1}\,\|\,\pi_i$)", r"reference KL($\pi_U\,\|\,\pi_i$)")):
             axes[r, 0].set_ylabel(name)
             for c in range(2):
                 axes[1, c].set_xlabel("% of the iteration's updates done")
-        settings = [k for k in handles if "best run" in k]
+        settings = [k for k in handles if "seed" in k]
         phase_keys = [k for k in handles if k not in settings]
         order = settings + [""] * (len(phase_keys) - len(settings)) + phase_keys  # settings left, phases right
         legend = [handles.get(k, Line2D([], [], linestyle="none")) for k in order]
         subfig.legend(legend, order, loc="outside lower center", ncols=2)
-        subfig.suptitle(f"{env}: " + ", ".join(drawn))
+        subfig.suptitle(f"{env}: " + " vs ".join(drawn))
     fig.suptitle(title, fontweight="bold")
-    caption(fig, "Left: for each setting its run with the best final return (the paper selected two of its best "
-                 "runs; the legend gives that return and the step it is read at); right: mean over seeds, band from "
-                 "the seeds' min to max. Colours: training phases.")
+    caption(fig, "Colours: the two settings; line styles: training phases. Left: for each setting its run with the "
+                 "best final return (the paper selected two of its best runs; the legend gives that return, read "
+                 "where claims.md compares returns); right: mean over seeds, band from the seeds' min to max.")
     return fig
 
 
@@ -533,19 +547,19 @@ def fig_verdicts(verdicts):
     for side in ax.spines.values():
         side.set_visible(False)
     fig.suptitle("The paper's findings: the primary reading per env, estimate [95% interval]")
-    fig.supxlabel(textwrap.fill("Green: supported, red: contradicted, grey: undetermined (the interval straddles "
-                                "the threshold). *: another reading of the finding in that env reaches the other "
-                                "decided verdict (claims.md lists every reading).", 120), fontsize=7, ha="left", x=0.01)
+    caption(fig, "Green: supported, red: contradicted, grey: undetermined (the interval straddles the threshold). "
+                 "*: another reading of the finding in that env reaches the other decided verdict (claims.md lists "
+                 "every reading).", settings=False)
     return fig
 
 
 def choose(frame, selections, flag):
-    """The runs of the two settings a KL figure overlays, styled solid and dashed; a selection absent from an env
-    is warned about and left out of it."""
+    """The runs of the two settings a KL figure overlays, each in a colour of its own (`colour`, and `selection`,
+    its plain name); a selection absent from an env is warned about and left out of it."""
     parts = []
     for env, g in frame.groupby("env_id"):
-        found = [g[select(g)].assign(style=style, selection=f"{name} ({'solid' if style == '-' else 'dashed'})")
-                 for style, (name, select) in zip(("-", "--"), selections.items())]
+        found = [g[select(g)].assign(colour=colour, selection=name)
+                 for colour, (name, select) in zip(SETTING_COLOURS, selections.items())]
         absent = [name for name, f in zip(selections, found) if f.empty]
         if absent:
             have = ", ".join(sorted({k for k in g.key}))
@@ -572,10 +586,15 @@ def parse_options():
     parser.add_argument("--out", default="figures", help="folder for the figures and claims.md")
     parser.add_argument("--phases", default="0.1,0.5,0.9",
                         help="training phases of Figures 2-3, as fractions of the run's iterations")
-    parser.add_argument("--fig2-sizes", default="50,1000", help="the two minibatch sizes of Figure 2 (solid, dashed)")
+    parser.add_argument("--fig2-sizes", default="50,1000", help="the two minibatch sizes of Figure 2")
     parser.add_argument("--fig3-shapes", default="1000x50,100x500", help="the two N_env x N_rollout of Figure 3")
     parser.add_argument("--formats", default="png,pdf", help="figure file formats, comma-separated")
+    parser.add_argument("--envs", help="draw and read only these envs, comma-separated (default: every env in the "
+                                       "runs); one env a call gives one figure per env, each fitting a page")
+    parser.add_argument("--no-caption", action="store_true",
+                        help="leave the explanatory text out of the figures (for a paper that captions them itself)")
     opts = parser.parse_args()
+    CAPTIONS["on"] = not opts.no_caption
     try:
         opts.phase_list = [float(p) for p in opts.phases.split(",")]
         opts.sizes = [int(s) for s in opts.fig2_sizes.split(",")]
@@ -658,9 +677,10 @@ def draw_kl(frame, profiles, opts):
     with_kl = frame[frame.run.isin(profiles.run)]
     for name, sweep, flag, selections in (
             ("fig2_kl_minibatch", "minibatch", "--fig2-sizes",
-             {f"minibatch size {s}": (lambda d, s=s: d.minibatch_size == s) for s in opts.sizes}),
+             {f"minibatch {s}": (lambda d, s=s: d.minibatch_size == s) for s in opts.sizes}),
             ("fig3_kl_env_rollout", "env_rollout", "--fig3-shapes",
-             {f"{n} x {m}": (lambda d, n=n, m=m: (d.num_envs == n) & (d.num_steps == m)) for n, m in opts.shapes})):
+             {f"{n} envs x {m} steps": (lambda d, n=n, m=m: (d.num_envs == n) & (d.num_steps == m))
+              for n, m in opts.shapes})):
         sweep_runs = with_kl[with_kl.sweep == sweep]
         if sweep_runs.empty:
             warn(f"no {sweep} runs with KL files: {name} is left out")
@@ -669,7 +689,7 @@ def draw_kl(frame, profiles, opts):
         if chosen.empty:
             warn(f"{flag}: no run of {' or '.join(selections)}: {name} is left out")
             continue
-        drawn = sorted(chosen.selection.unique(), key=lambda x: "dashed" in x)  # the title names only these
+        drawn = [name for name in selections if name in set(chosen.selection)]  # the title names only these
         title = f"KL profiles in three training phases: {' vs '.join(drawn)}"
         save(fig_kl_profiles(chosen, profiles, title), opts.out, name, opts.format_list)
 
@@ -685,6 +705,13 @@ def main():
         folder = opts.save_data or os.path.join(opts.out, "data")
         save_data(data, folder)
         data = read_data([folder])  # what follows is then what a redraw from the summary alone gives, digit for digit
+    if opts.envs:
+        wanted, have = [e.strip() for e in opts.envs.split(",") if e.strip()], sorted(set(data["runs"].env_id))
+        unknown = [e for e in wanted if e not in have]
+        if unknown or not wanted:
+            fail(f"--envs {opts.envs}: {', '.join(unknown) or 'empty'} not in the runs; allowed: {', '.join(have)}")
+        keep = set(data["runs"].run[data["runs"].env_id.isin(wanted)])
+        data = {n: f[f.run.isin(keep)] for n, f in data.items()}
     runs = data["runs"].assign(key=lambda d: [label(r) for r in d.itertuples()])
     no_episode = sorted(set(runs.run) - set(data["returns"].run))
     if no_episode:

@@ -224,10 +224,14 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     assert len(figures["fig1_returns"].get_axes()) == runs.groupby("sweep").env_id.nunique().sum()
     shapes = set(zip(runs.num_envs[runs.sweep == "env_rollout"], runs.num_steps[runs.sweep == "env_rollout"]))
     fig3 = texts(figures["fig3_kl_env_rollout"])
-    title = "KL profiles in three training phases: 1000 x 50 (solid)"
-    title += " vs 100 x 500 (dashed)" * ((100, 500) in shapes)
+    title = "KL profiles in three training phases: 1000 envs x 50 steps"
+    title += " vs 100 envs x 500 steps" * ((100, 500) in shapes)
     assert title in fig3 and not any(t.startswith(title + " vs") for t in fig3)
-    assert any("best run HalfCheetah-v5__1000x50__mb1000__s" in t for t in fig3)
+    assert any(t.startswith("1000 envs x 50 steps, 4 seeds (best: seed") for t in fig3), fig3
+    # each setting its own colour from the colour-blind-safe palette, each phase its own line style
+    axes = figures["fig3_kl_env_rollout"].subfigs[0].get_axes()
+    assert {line.get_color() for line in axes[1].lines} <= set(plot_kl.SETTING_COLOURS[:2])
+    assert {line.get_linestyle() for line in axes[1].lines} == {"-", "--", ":"}
     readme, claims = (tmp_path / "README.md").read_text(), (tmp_path / "claims.md").read_text()
     assert "old numbers" not in readme and readme.startswith("set-up\n") and readme.endswith("caveats\n")
     block = readme.split(plot_kl.BEGIN)[1].split(plot_kl.END)[0].strip()
@@ -235,16 +239,28 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     assert ("evaluation returns" if has_evals else "training returns") in block
 
 
+def test_one_env_without_captions(summary, tmp_path, monkeypatch):
+    """--envs draws a subset; --no-caption leaves the explanatory text out; an env not in the runs is refused in one
+    line naming the allowed ones."""
+    out, _ = summary
+    figures = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path), "--envs",
+                         "InvertedPendulum-v5", "--no-caption", *TINY_FIGS)
+    for name, fig in figures.items():
+        assert fig._supxlabel is None or not fig._supxlabel.get_text(), name
+    message = refusal(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path), "--envs", "Hopper-v5")
+    assert "--envs Hopper-v5" in message and "allowed: InvertedPendulum-v5" in message
+
+
 def test_absent_figure_settings_are_warned_about(summary, monkeypatch, capsys):
     out, _ = summary
     figures = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(out / "absent"),
                          "--fig2-sizes", "32,999", "--fig3-shapes", "3x3,5x5")
     err = capsys.readouterr().err
-    assert "--fig2-sizes: InvertedPendulum-v5 has no run of minibatch size 999" in err and "(4 x 32 : 2 x 64)" in err
-    assert "--fig3-shapes: no run of 3 x 3 or 5 x 5: fig3_kl_env_rollout is left out" in err
+    assert "--fig2-sizes: InvertedPendulum-v5 has no run of minibatch 999" in err and "(4 x 32 : 2 x 64)" in err
+    assert "--fig3-shapes: no run of 3 envs x 3 steps or 5 envs x 5 steps: fig3_kl_env_rollout is left out" in err
     assert "fig3_kl_env_rollout" not in figures
     title = figures["fig2_kl_minibatch"]._suptitle.get_text()
-    assert title.endswith("minibatch size 32 (solid)") and "999" not in title
+    assert title.endswith("minibatch 32") and "999" not in title
     assert all(ax.lines for ax in figures["fig2_kl_minibatch"].get_axes())
 
 
