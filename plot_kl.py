@@ -35,7 +35,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 from kl_profiling import ANATOMY  # noqa: E402
 from findings import (PAPER, PHASES, SETTING, anatomy_markdown, anatomy_rows, beside_published,  # noqa: E402
                       check_findings, claims_markdown, distinct_runs, label, markdown_table, num, per_run, report,
-                      settings_table, steps, summary_lines)
+                      run_table, settings_table, steps, summary_lines, with_returns)
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
@@ -68,7 +68,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
 
 # Okabe and Ito's colour-blind-safe palette
-SETTING_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+SETTING_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"]
 WIDTH = 7.0  # inches: a two-column paper's text width, so that the fonts below print at their size
 plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42,  # TrueType in PDFs: venues refuse Type 3 fonts
                      "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7.5,
@@ -512,6 +512,67 @@ def draw_anatomy(frame, profiles, anatomy, opts):
              opts.format_list)
 
 
+def fig_kl_summaries(table):
+    """Findings 3 and 5 and the contraction at a glance, one row per env (table: findings.run_table's runs with
+    their final return): mean sequential KL against minibatch size, per third of the run; mean
+    sequential KL against final return, every run of both sweeps; gamma_D per 1% against minibatch size."""
+    envs = sorted(table.env_id.unique())
+    fig = plt.figure(figsize=(WIDTH, 2.1 * len(envs) + 1.8), layout="constrained")
+    panels = fig.subfigures(1, 1)  # its legend sits below the panels, above the figure's caption
+    with_return = bool(np.isfinite(table.ret).any())  # without returns (no episode ended) the middle column goes
+    axes = panels.subplots(len(envs), 3, squeeze=False)
+    if not with_return:
+        for ax in axes[:, 1]:
+            ax.remove()
+    settings = table.drop_duplicates("key").sort_values(["minibatch_size", "num_envs"], ascending=[True, False])
+    colours = dict(zip(settings.key, SETTING_COLOURS * 2))
+    handles = {}
+    for row, env in zip(axes, envs):
+        here = table[table.env_id == env]
+        # the minibatch sweep's shape: the one with the most minibatch sizes (500 x 100 in the paper)
+        sizes = here.groupby(["num_envs", "num_steps"]).minibatch_size.nunique()
+        n, m = sizes.idxmax()
+        shape = here[(here.num_envs == n) & (here.num_steps == m)]
+        for third, style, marker in (("first", "-", "o"), ("middle", "--", "s"), ("last", ":", "^")):
+            column = f"seq_kl_{third}"
+            row[0].scatter(shape.minibatch_size, shape[column], s=6, marker=marker, color="0.5", alpha=0.6)
+            means = shape.groupby("minibatch_size")[column].mean()
+            row[0].plot(means.index, means, style, color="k", marker=marker, markersize=3)
+            handles.setdefault(f"{third} third of the run (mean over seeds; points: seeds)",
+                               Line2D([], [], color="k", linestyle=style, marker=marker, markersize=3))
+        for key, g in here.groupby("key") if with_return else ():
+            first = g.iloc[0]
+            name = f"{first.num_envs} envs x {first.num_steps} steps, minibatch {first.minibatch_size}"
+            row[1].scatter(g.ret, g.seq_kl_whole, s=9, color=colours[key])
+            handles.setdefault(name, Line2D([], [], color=colours[key], marker="o", linestyle="none"))
+        row[2].scatter(shape.minibatch_size, shape.gamma_per_pct, s=6, color="0.5")
+        means = shape.groupby("minibatch_size").gamma_per_pct.mean()
+        row[2].plot(means.index, means, color="k", marker="o", markersize=3)
+        for ax in row[[0, 2]]:
+            ax.set_xscale("log")
+            ax.set_xlabel(f"minibatch size ({n} x {m})")
+        row[0].set_yscale("log")
+        row[0].set_ylabel(f"{env}\nmean sequential KL")
+        if with_return:
+            row[1].set_yscale("log")
+            row[1].set_xlabel("final evaluation return")
+        row[2].set_ylabel(r"$\gamma_D$ per 1% of updates")
+    axes[0, 0].set_title("finding 3: per update, by third of the run")
+    if with_return:
+        axes[0, 1].set_title("finding 5: each run of both sweeps")
+    axes[0, 2].set_title("contraction of the reference KL")
+    order = [k for k in handles if "third" in k] + sorted(k for k in handles if "third" not in k)
+    panels.legend([handles[k] for k in order], order, loc="outside lower center", ncols=2, fontsize=6.5)
+    fig.suptitle("Sequential KL and contraction across settings", fontweight="bold")
+    caption(fig, "Left and right: the minibatch sweep (at its N_env x N_rollout), every seed a grey point, the "
+                 "setting's mean a "
+                 "line. Middle: every run of both sweeps, the whole run's mean sequential KL against its final "
+                 "evaluation return (at the last evaluation all the env's runs have). gamma_D: the fitted "
+                 "per-1% contraction rate of KL(pi_U || pi_i), closer to 1 is slower (claims.md says where the "
+                 "geometric fit is poor).")
+    return fig
+
+
 VERDICT_COLOURS = {"supported": "#4c9a5b", "contradicted": "#c8553d", "undetermined": "#d9d9d9"}
 
 
@@ -722,6 +783,10 @@ def main():
     draw_returns(runs, frame, data, opts.out, opts.format_list)
     draw_kl(frame, data["kl_profiles"], opts)
     draw_anatomy(frame, data["kl_profiles"], data["update_profiles"], opts)
+    summary_runs = pd.concat([with_returns(g, data["returns"], data["evals"]) for _, g in run_table(
+        runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"]).groupby("env_id")])
+    if summary_runs.seq_kl_whole.notna().any():
+        save(fig_kl_summaries(summary_runs), opts.out, "fig5_kl_summaries", opts.format_list)
     table = settings_table(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"])
     verdicts = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"],
                               opts.sizes, opts.shapes)

@@ -87,7 +87,7 @@ def test_figures_claims_and_summary(tiny_sweeps, summary, tmp_path, monkeypatch)
     data = {n: pd.read_csv(out / "data" / f"{n}.csv") for n in plot_kl.FRAMES}
     evaluated = (data["runs"].eval_every > 0).all()
     names = ["fig0_verdicts", "fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout",
-             "fig4_update_anatomy_InvertedPendulum-v5"]
+             "fig4_update_anatomy_InvertedPendulum-v5", "fig5_kl_summaries"]
     names += ["fig1b_eval_returns"] * bool(evaluated)
     for name in names:
         for fmt in ("png", "pdf"):
@@ -209,11 +209,14 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     (tmp_path / "README.md").write_text(f"set-up\n{plot_kl.BEGIN}\nold numbers\n{plot_kl.END}\ncaveats\n")
     figures = in_process(monkeypatch, "--data", str(tmp_path / "data"), "--out", str(tmp_path))
     has_evals = runs.run.isin(evals.run).any()
-    expected = {"fig0_verdicts", "fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout"}
+    expected = {"fig0_verdicts", "fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout", "fig5_kl_summaries"}
     assert set(figures) == expected | ({"fig1b_eval_returns"} if has_evals else set())
     verdict_cells = [t.get_text() for t in figures.pop("fig0_verdicts").get_axes()[0].texts]
     assert verdict_cells.count("supported") + verdict_cells.count("contradicted") + verdict_cells.count(
         "undetermined") == 5 * runs.env_id.nunique() - verdict_cells.count("not tested")
+    summaries = figures.pop("fig5_kl_summaries")  # points and lines; one row per env
+    assert all(ax.collections for ax in summaries.get_axes()), "fig5_kl_summaries has an empty panel"
+    assert len(summaries.get_axes()) == 3 * runs.env_id.nunique()
     for name, fig in figures.items():
         assert all(ax.lines for ax in fig.get_axes()), f"{name} has an empty panel"
         assert fig.get_size_inches()[0] <= plot_kl.WIDTH
