@@ -128,6 +128,10 @@ def run_table(runs, returns, evals, kl_iterations, kl_profiles):
     grid = ref.groupby(["run", "phase"]).kl.apply(lambda k: float(np.mean(np.diff(k.to_numpy()) < 0)))
     frame["decrease_frac_grid"] = grid.groupby("run").mean()
     frame["tau_grid"] = profile_shapes(kl_profiles, kl_iterations).groupby("run").tau.mean()
+    seq = kl_profiles[(kl_profiles.curve == "seq_kl") & (kl_profiles.kl > 0)]
+    for phase, g in seq.groupby("phase"):  # the sequential KL's shape: its log-slope per % of the updates
+        frame[f"seq_kl_slope_{phase}"] = g.groupby("run").apply(
+            lambda r: np.polyfit(r.pct, np.log(r.kl), 1)[0] if len(r) >= 3 else np.nan, include_groups=False)
     return frame.reset_index()
 
 
@@ -221,6 +225,14 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
                 kl_margin = 0.5 * abs(np.log(small.seq_kl_whole).mean() - np.log(large.seq_kl_whole).mean())
                 add(4, env, "sequential KL level equivalent (log ratio)", False, f"log seq_kl({names}): difference",
                     equivalence(np.log(a.seq_kl_whole), np.log(b.seq_kl_whole), kl_margin), (a, b))
+            for phase in PHASES:  # the profiles' shape: equivalent within half the minibatch pair's difference
+                column = f"seq_kl_slope_{phase}"
+                if column not in pair or not (len(small) and len(large)):
+                    continue
+                margin = 0.5 * abs(small[column].mean() - large[column].mean())
+                add(4, env, f"sequential KL profile shape equivalent, {phase} phase", False,
+                    f"slope of log seq_kl per % of updates ({names}): difference",
+                    equivalence(a[column].dropna(), b[column].dropna(), margin), (a, b))
         every = common_seeds(with_returns(here.dropna(subset=["seq_kl_whole"]), returns, evals).dropna(subset=["ret"]))
         settings = every.key.nunique()
         if settings >= 3:
@@ -537,7 +549,9 @@ The intervals, and their coverage measured at 4 seeds per setting on 2,000 simul
   (`scipy.stats.permutation_test`): {measured("rank")} (5 settings);
 - equivalence (finding 4, TOST): the Welch interval, supported when it lies within +- the margin, contradicted
   when it lies wholly outside; the returns' margin is {SIMILAR_RETURN:.0%} of the larger setting's mean, the
-  sequential KL's half the log ratio of minibatch 50 to 1000 in the same env (an effect the paper calls one);
+  sequential KL's half the log ratio of minibatch 50 to 1000 in the same env (an effect the paper calls one),
+  and the profile's shape (the slope of log sequential KL against the % of the iteration's updates, on the 1%
+  grid, per phase) half the same pair's difference in slope;
 - a mean against a level (finding 2): Student's t interval over the runs;
 - across envs (the return pairs of findings 1 and 4, env `all`, beside the per-env verdicts, which stay primary):
   the probability that a run of one setting beats a run of the other, averaged over envs, with a stratified

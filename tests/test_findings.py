@@ -241,3 +241,27 @@ def test_profile_shapes_tell_a_geometric_fall_from_a_plateau():
     assert got.loc["geo", "plateau"] == pytest.approx(0.97 ** 40) == pytest.approx(got.loc["geo", "plateau_fit"])
     assert got.loc["flat", "tau"] > -0.9 and got.loc["flat", "r2"] < 0.9
     assert got.loc["flat", "plateau"] > 2 * got.loc["flat", "plateau_fit"]
+
+
+def test_finding_4_reads_the_profiles_shape_against_the_minibatch_pairs():
+    """Sequential-KL profiles whose log falls 0.01 per % of updates at 1000 x 50 and 100 x 500 (seeds jitter it),
+    against 0.03 at minibatch 50 and 0.01 at 1000: the shapes are equivalent within half the pair's difference.
+    With 100 x 500 falling as steeply as minibatch 50, they are not."""
+    def study(steep_100x500):
+        specs = minibatch((50, 1000), (1, 2, 3, 4), ret=lambda size, seed: 1000 + seed)
+        specs += [dict(sweep="env_rollout", shape=shape, size=1000, seed=seed, ret=1000 + seed)
+                  for shape in ((1000, 50), (100, 500)) for seed in (1, 2, 3, 4)]
+        runs, returns, evals, kl = frames(specs)
+        pct, rows = np.arange(100) + 0.5, []
+        for r in distinct_runs(runs).itertuples():
+            slope = 0.03 if r.minibatch_size == 50 or (steep_100x500 and r.num_envs == 100) else 0.01
+            for phase in findings.PHASES:
+                rows += [dict(run=r.run, phase=phase, iteration=1, curve="seq_kl", pct=p,
+                              kl=np.exp(-(slope + 0.0005 * r.seed) * p)) for p in pct]
+        rows = check_findings(runs, returns, evals, kl, pd.DataFrame(rows), (50, 1000), ((1000, 50), (100, 500)))
+        return row(rows, 4, reading="sequential KL profile shape equivalent, late phase")
+
+    alike, unlike = study(False), study(True)
+    assert alike.verdict == "supported" and alike.threshold == pytest.approx(0.01, rel=0.01)
+    assert alike.estimate == pytest.approx(0, abs=1e-9)
+    assert unlike.verdict == "contradicted" and unlike.estimate == pytest.approx(0.02, rel=0.05)
