@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
@@ -67,6 +68,14 @@ SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transi
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
 
+# matplotlib's own fonts only: a system copy of DejaVu (another version) would draw the figures differently on
+# another machine, and its font cache, shared between environments, decides which copy it finds
+BUNDLED_FONTS = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+for path in font_manager.findSystemFonts(fontpaths=[BUNDLED_FONTS]):
+    font_manager.fontManager.addfont(path)
+font_manager.fontManager.ttflist = [f for f in font_manager.fontManager.ttflist
+                                    if os.path.dirname(os.path.abspath(f.fname)) == os.path.abspath(BUNDLED_FONTS)]
+font_manager.fontManager._findfont_cached.cache_clear()
 # Okabe and Ito's colour-blind-safe palette
 SETTING_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"]
 WIDTH = 7.0  # inches: a two-column paper's text width, so that the fonts below print at their size
