@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from intervals import (CONFIDENCE, VERDICTS, against_level, across_envs, equivalence, rank_trend,
-                       simulated_coverage, two_settings)
+from intervals import (CONFIDENCE, VERDICTS, against_level, across_envs, equivalence, iqm_across_envs,
+                       rank_trend, simulated_coverage, two_settings)
 
 SETTING = ["env_id", "num_envs", "num_steps", "num_minibatches", "minibatch_size"]
 PHASES = ("early", "middle", "late")
@@ -185,7 +185,7 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
                                                                     +1, False)):
                 add(1, env, f"pair, {reading}", primary, f"{col}({vs}): difference",
                     two_settings(a[col].dropna(), b[col].dropna(), sign), (a, b))
-            across[1].append((a.ret.dropna(), b.ret.dropna()))
+            across[1].append(on_pair_scale(a.ret.dropna(), b.ret.dropna()))
             for unit, name in (("per update", "seq_kl"), ("per unit of data", "net_kl")):
                 for phase in ("whole", "first", "middle", "last"):
                     add(3, env, f"pair, {unit}, {phase + ' run' if phase == 'whole' else phase + ' third'}",
@@ -219,7 +219,7 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
             margin = SIMILAR_RETURN * max(abs(a.ret.mean()), abs(b.ret.mean()))
             add(4, env, "returns equivalent", True, f"ret({names}): difference",
                 equivalence(a.ret.dropna(), b.ret.dropna(), margin), (a, b))
-            across[4].append((a.ret.dropna(), b.ret.dropna()))
+            across[4].append(on_pair_scale(a.ret.dropna(), b.ret.dropna()))
             if len(small) and len(large) and a.seq_kl_whole.notna().all() and b.seq_kl_whole.notna().all():
                 # the minibatch pair's log ratio is an effect the paper calls one: half of it is the KL margin
                 kl_margin = 0.5 * abs(np.log(small.seq_kl_whole).mean() - np.log(large.seq_kl_whole).mean())
@@ -243,15 +243,28 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
                         f"rho({x}, {col}) over {settings} settings",
                         rank_trend(every[x], every[col], +1, settings), groups)
     if len(across[1]) >= 2:
+        groups, vs = [x for pair in across[1] for x in pair], f"minibatch {fig2_sizes[0]} vs {fig2_sizes[1]}"
         add(1, "all", f"pair, final return (probability of improvement, {len(across[1])} envs)", False,
             f"P(a run at minibatch {fig2_sizes[0]} beats one at {fig2_sizes[1]}), averaged over envs",
-            across_envs(across[1], -1), [x for pair in across[1] for x in pair])
+            across_envs(across[1], -1), groups)
+        add(1, "all", f"pair, final return (IQM, {len(across[1])} envs)", False,
+            f"IQM of ret / the pair's better mean ({vs}): difference", iqm_across_envs(across[1], -1), groups)
     if len(across[4]) >= 2:
-        names = " vs ".join(f"{n} x {m}" for n, m in fig3_shapes)
+        groups, names = [x for pair in across[4] for x in pair], " vs ".join(f"{n} x {m}" for n, m in fig3_shapes)
         add(4, "all", f"returns similar (probability of improvement, {len(across[4])} envs)", False,
             f"P(a run at {names.replace(' vs ', ' beats one at ')}), averaged over envs",
-            across_envs(across[4], +1, margin=SIMILAR_IMPROVEMENT), [x for pair in across[4] for x in pair])
+            across_envs(across[4], +1, margin=SIMILAR_IMPROVEMENT), groups)
+        add(4, "all", f"returns similar (IQM, {len(across[4])} envs)", False,
+            f"IQM of ret / the pair's better mean ({names}): difference",
+            iqm_across_envs(across[4], +1, margin=SIMILAR_RETURN), groups)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def on_pair_scale(x, y):
+    """Both settings' returns as fractions of the better setting's mean in the env: the scale of finding 4's
+    margin, which makes envs whose returns differ by orders of magnitude comparable."""
+    scale = max(abs(x.mean()), abs(y.mean()))
+    return x / scale, y / scale
 
 
 # ---- what sets the size of an update ----
@@ -300,11 +313,34 @@ def anatomy_markdown(rows, fig2_sizes):
                      f"step x{fmt(r['actor_step'], '.3g')}, sequential KL x{fmt(r['seq_kl'], '.3g')}; the "
                      f"minibatch's approximate KL x{fmt(r['approx_kl'], '.3g')}, clip fraction "
                      f"x{fmt(r['clipfrac'], '.3g')}.")
+        lines.append(f"  {anatomy_reading(whole, a, b)}")
     body = [[r.env, r.phase, r.quantity, r.seeds, fmt(r.small, ".3g"), fmt(r.large, ".3g"), fmt(r.ratio, ".3g"),
              f"[{fmt(r.low, '.3g')}, {fmt(r.high, '.3g')}]"] for r in rows.itertuples()]
     table = markdown_table(["env", "iterations", "per update", "seeds", f"minibatch {a}", f"minibatch {b}", "ratio",
                             "95% interval"], body)
     return "\n".join(lines) + "\n\n" + table
+
+
+def anatomy_reading(whole, a, b):
+    """What the whole-run ratios say about the chain gradient -> clipping -> Adam -> step -> KL, in words chosen
+    by the numbers: whether the step's length follows the gradient, and how close the gradient's growth at the
+    smaller minibatch comes to what sampling noise alone gives (sqrt of the size ratio)."""
+    step, kl, grad = (whole.loc[q] for q in ("actor_step", "seq_kl", "grad_norm"))
+    noise = np.sqrt(b / a)
+    if 0.9 <= step.low and step.high <= 1.1:
+        length = (f"the actor moves about as far per update at both sizes (x{fmt(step.ratio, '.3g')}) although "
+                  f"the gradient before clipping is x{fmt(grad.ratio, '.3g')} and the clipping factor "
+                  f"x{fmt(whole.loc['clip_scale', 'ratio'], '.3g')}: Adam's per-weight normalisation, not the "
+                  "gradient's size, sets the step's length")
+    else:
+        length = (f"the actor's step per update differs (x{fmt(step.ratio, '.3g')}, "
+                  f"[{fmt(step.low, '.3g')}, {fmt(step.high, '.3g')}])")
+    per_step = kl.ratio / step.ratio ** 2
+    direction = ", so the step's direction, not its length, sets the sequential KL" if "Adam" in length else ""
+    return (f"Read: {length}; per unit of squared step the policy's output moves x{fmt(per_step, '.3g')} as much "
+            f"at minibatch {a}{direction}. A gradient of "
+            f"pure sampling noise would grow x{fmt(noise, '.3g')} from minibatch {b} to {a}; the measured "
+            f"x{fmt(grad.ratio, '.3g')} is {fmt(100 * grad.ratio / noise, '.0f')}% of that.")
 
 
 # ---- the per-setting table ----
@@ -516,9 +552,10 @@ RETURN_KIND = {
 def coverages():
     """Each interval's simulated coverage at 4 seeds per setting (intervals.simulated_coverage), normal and
     heavy-tailed noise."""
-    return {(kind, noise): simulated_coverage(kind, noise, **({"sims": 400, "slope": 1.0} if kind == "across envs"
+    kinds = ("difference", "ratio", "rank", "across envs", "iqm across envs")
+    return {(kind, noise): simulated_coverage(kind, noise, **({"sims": 400, "slope": 1.0} if "across envs" in kind
                                                               else {}))
-            for kind in ("difference", "ratio", "rank", "across envs") for noise in ("normal", "t3")}
+            for kind in kinds for noise in ("normal", "t3")}
 
 
 def method_text():
@@ -558,7 +595,10 @@ The intervals, and their coverage measured at 4 seeds per setting on 2,000 simul
   bootstrap (seeds resampled within each env and setting; `rliable`, which does this, does not import beside
   pandas 3.1.1); a 95% percentile interval covers about 88-94% at 4 seeds, so the interval is the 99% percentile
   one: {measured("across envs")} (a run better by 1 std, 400 studies). Finding 4 reads similar when it lies
-  within 0.5 +- {SIMILAR_IMPROVEMENT}.
+  within 0.5 +- {SIMILAR_IMPROVEMENT}. Beside it, the difference of interquartile means (IQM, the mean of the middle
+  half) of every env's runs pooled, each env's returns as fractions of its pair's better mean (the scale of the
+  per-env margin, so envs whose returns differ tenfold weigh alike), with the same bootstrap at 99%:
+  {measured("iqm across envs")} (400 studies); finding 4 reads similar when it lies within +-{SIMILAR_RETURN}.
 
 Which reading is primary, by the paper's words (`paper.txt`):
 

@@ -105,6 +105,25 @@ def test_pairs_use_every_seed_and_readings_across_settings_the_common_ones():
     assert trend.estimate == pytest.approx(stats.spearmanr(x, y).statistic)
 
 
+def test_the_iqm_across_envs_weighs_envs_of_different_scale_alike():
+    """Minibatch 50 at half of 1000's return in two envs whose returns differ tenfold: the IQM row compares
+    fractions of each env's better mean, recomputed here by sorting; supported (50 is worse), and its mirror
+    contradicted."""
+    def specs(worse):
+        out = []
+        for env, scale in (("HalfCheetah-v5", 1000.0), ("Humanoid-v5", 100.0)):
+            out += minibatch((50, 1000), (1, 2, 3, 4), env=env, ret=lambda size, seed, scale=scale:
+                             scale * (1 + 0.05 * seed) * (0.5 if (size == 50) == worse else 1.0))
+        return out
+    got = row(check(specs(True)), 1, env="all", reading="pair, final return (IQM, 2 envs)")
+    seeds = 1 + 0.05 * np.arange(1, 5)
+    fractions = {size: np.sort(np.tile(seeds * factor, 2)) / seeds.mean() for size, factor in ((50, 0.5), (1000, 1))}
+    middle = {size: f[2:6].mean() for size, f in fractions.items()}  # 8 values: the middle 4
+    assert got.estimate == pytest.approx(middle[50] - middle[1000]) and got.verdict == "supported"
+    assert got.high < 0 and got.n_seeds == 4
+    assert row(check(specs(False)), 1, env="all", reading="pair, final return (IQM, 2 envs)").verdict == "contradicted"
+
+
 def test_a_run_shared_by_two_sweeps_is_counted_once():
     seeds = (1, 2, 3)
     specs = minibatch((50, 1000), seeds, ret=lambda size, seed: {50: 100, 1000: 900}[size] + seed,
@@ -222,6 +241,19 @@ def test_anatomy_rows_compare_the_pair_per_update_by_thirds():
     assert (got.seeds == 3).all()
     text = findings.anatomy_markdown(got.reset_index(), (50, 1000))
     assert "clipping factor x0.5," in text and "gradient norm before clipping x2 " in text
+
+
+def test_anatomy_reading_names_what_sets_the_step():
+    """Equal steps with a 4x gradient: Adam sets the length, the KL per squared step is the KL ratio, and 4 is
+    sqrt(20)'s 89%. A step twice as long is reported as a difference, with the KL per squared step quartered."""
+    def whole(step, low, high):
+        return pd.DataFrame(dict(ratio=[step, 0.6, 4.0, 0.25], low=[low, 0.5, 3.5, 0.2], high=[high, 0.7, 4.5, 0.3]),
+                            index=["actor_step", "seq_kl", "grad_norm", "clip_scale"])
+    same = findings.anatomy_reading(whole(1.0, 0.98, 1.02), 50, 1000)
+    assert "Adam's per-weight normalisation" in same and "moves x0.6 as much" in same
+    assert "direction, not its length" in same and "x4.47" in same and "is 89% of that" in same
+    longer = findings.anatomy_reading(whole(2.0, 1.9, 2.1), 50, 1000)
+    assert "Adam" not in longer and "differs (x2, [1.9, 2.1])" in longer and "moves x0.15 as much" in longer
 
 
 def test_profile_shapes_tell_a_geometric_fall_from_a_plateau():
