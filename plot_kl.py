@@ -13,30 +13,25 @@ paper's findings read per env with intervals that keep their level at four seeds
 row per reading in data/verdicts.csv; the same results are written
 between the <!-- results:begin --> and <!-- results:end --> markers of OUT/README.md when it has them, and the
 runs' wall times per setting between its <!-- wall-times:begin --> and <!-- wall-times:end --> markers.
+The figures are drawn by figures.py.
 """
 import argparse
 import glob
 import json
 import os
 import sys
-import textwrap
 import zipfile
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
-
-from kl_profiling import ANATOMY  # noqa: E402
-from findings import (PAPER, PHASES, SETTING, anatomy_markdown, anatomy_rows, beside_published,  # noqa: E402
-                      check_findings, claims_markdown, distinct_runs, label, markdown_table, num, per_run, report,
-                      run_table, settings_table, steps, summary_lines, with_returns)
+from figures import (BANDS, SETTING_COLOURS, Look, fig_kl_profiles, fig_kl_summaries, fig_returns,
+                     fig_update_anatomy, fig_verdicts, save, setup_matplotlib, supported_formats)
+from findings import (PHASES, SETTING, anatomy_markdown, anatomy_rows, beside_published, check_findings,
+                      claims_markdown, distinct_runs, label, markdown_table, per_run, report, run_table,
+                      settings_table, summary_lines, with_returns)
+from kl_profiling import ANATOMY
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
@@ -67,23 +62,6 @@ NOT_RESULTS = {"exp_name", "seed", "torch_deterministic", "cuda", "track", "wand
 SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transitions bit for bit (tests check it)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
-
-# matplotlib's own fonts only: a system copy of DejaVu (another version) would draw the figures differently on
-# another machine, and its font cache, shared between environments, decides which copy it finds
-BUNDLED_FONTS = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
-for path in font_manager.findSystemFonts(fontpaths=[BUNDLED_FONTS]):
-    font_manager.fontManager.addfont(path)
-font_manager.fontManager.ttflist = [f for f in font_manager.fontManager.ttflist
-                                    if os.path.dirname(os.path.abspath(f.fname)) == os.path.abspath(BUNDLED_FONTS)]
-font_manager.fontManager._findfont_cached.cache_clear()
-# Okabe and Ito's colour-blind-safe palette
-SETTING_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"]
-WIDTH = 7.0  # inches: a two-column paper's text width, so that the fonts below print at their size
-plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42,  # TrueType in PDFs: venues refuse Type 3 fonts
-                     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7.5,
-                     "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 9, "lines.linewidth": 1.2})
-CAPTION = ("(N_env x N_rollout : N_minibatch x minibatch_size) = parallel envs x steps each env collects per "
-           "iteration : minibatches per epoch x samples per minibatch.")
 
 
 def fail(message):
@@ -302,209 +280,6 @@ def read_data(folders):
     return data
 
 
-# ---- figures (they take data frames) ----
-
-# No creation date in the files: a figure redrawn from the same data is the same file, byte for byte
-UNDATED = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
-
-
-def save(fig, out, name, formats):
-    for fmt in formats:
-        fig.savefig(os.path.join(out, f"{name}.{fmt}"), dpi=150, metadata=UNDATED.get(fmt, {}))
-    plt.close(fig)
-
-
-CAPTIONS = {"on": True}  # --no-caption: the text below a figure goes to the paper's own caption instead
-
-
-def caption(fig, *lines, settings=True):
-    """The explanatory text below a figure, and what the setting labels mean when the figure uses them."""
-    if CAPTIONS["on"]:
-        text = "\n".join(textwrap.fill(line, 120) for line in (*lines, *[CAPTION] * settings))
-        fig.supxlabel(text, fontsize=7, ha="left", x=0.01)
-
-
-def setting_order(runs):
-    """Settings as the paper orders them: minibatch size ascending, then N_env descending."""
-    keys = runs.drop_duplicates("key").sort_values(["minibatch_size", "num_envs"], ascending=[True, False])
-    return list(keys.key)
-
-
-def row_title(sweep, runs):
-    if sweep == "minibatch":
-        shapes = ", ".join(sorted({f"{r.num_envs} x {r.num_steps}" for r in runs.itertuples()}))
-        return f"Minibatch sweep: minibatch size at N_env x N_rollout = {shapes}"
-    sizes = ", ".join(str(s) for s in sorted(runs.minibatch_size.unique()))
-    return f"N_env x N_rollout sweep at minibatch size {sizes}"
-
-
-def fig_returns(runs, curves, title, ylabel, compared_at, marker=None):
-    """Figure 1 (training returns) or its evaluation companion: value against env steps, one row per sweep, one
-    panel per env that has curves, mean over seeds with a +-1 std band. compared_at: (sweep, env) -> the step at
-    which the per-setting table compares returns (a dotted line)."""
-    data = curves.merge(runs, on="run")
-    rows = [(s, sorted(data.env_id[data.sweep == s].unique())) for s in ("minibatch", "env_rollout")]
-    rows = [(s, envs) for s, envs in rows if envs]
-    if not rows:
-        return None
-    ncols = max(len(envs) for _, envs in rows)
-    # one colour per setting across the figure: the setting the two sweeps share looks the same in both rows
-    colours = dict(zip(setting_order(data), SETTING_COLOURS * 3))
-    fig = plt.figure(figsize=(WIDTH, 2.5 * len(rows) + 1.1), layout="constrained")
-    for subfig, (sweep, envs) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
-        axes = subfig.subplots(1, ncols, squeeze=False)[0]
-        for ax in axes[len(envs):]:
-            ax.remove()  # no empty panels: an env the sweep did not run leaves its slot blank
-        sweep_data = data[data.sweep == sweep]
-        seeds = sweep_data.groupby(["key", "env_id"]).run.nunique().groupby("key").agg(
-            lambda n: "-".join(map(str, sorted(set(n)))))  # per env: 2 seeds, or 2-3 where envs differ
-        for ax, env in zip(axes, envs):
-            for key in setting_order(sweep_data):
-                group = sweep_data[(sweep_data.env_id == env) & (sweep_data.key == key)]
-                if group.empty:
-                    continue
-                grid = np.unique(group.step)  # seeds' curves onto one grid; NaN outside a seed's range
-                per_seed = np.array([np.interp(grid, g.step, g.value, left=np.nan, right=np.nan)
-                                     for _, g in group.groupby("run")])
-                counts = np.isfinite(per_seed).sum(0)
-                with np.errstate(invalid="ignore"):
-                    mean = np.nansum(per_seed, 0) / counts
-                    std = np.sqrt(np.nansum((per_seed - mean) ** 2, 0) / (counts - 1))
-                first = group.iloc[0]
-                name = (f"minibatch {first.minibatch_size}" if sweep == "minibatch"
-                        else f"{first.num_envs} envs x {first.num_steps} steps")
-                ax.plot(grid, mean, color=colours[key], label=f"{name} {key}, {seeds[key]} seeds",
-                        marker=marker or ("o" if len(grid) == 1 else None), markersize=2.5)
-                ax.fill_between(grid, mean - std, mean + std, color=colours[key], alpha=0.2, linewidth=0)
-            if np.isfinite(compared_at.get((sweep, env), np.nan)):
-                ax.axvline(compared_at[(sweep, env)], color="0.4", linestyle=":", linewidth=1)
-            ax.set_title(env)
-            ax.set_xlabel("environment steps")
-            ax.set_ylabel(ylabel)
-            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-        handles = {h.get_label(): h for ax in axes[:len(envs)] for h in ax.get_legend_handles_labels()[0]}
-        if any(np.isfinite(compared_at.get((sweep, env), np.nan)) for env in envs):  # only for a line drawn
-            handles["compared at (claims.md)"] = Line2D([], [], color="0.4", linestyle=":")
-        subfig.suptitle(row_title(sweep, sweep_data))
-        subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(3, len(handles)))
-    fig.suptitle(title, fontweight="bold")
-    caption(fig, "Line: mean over seeds; band: +-1 std over seeds. Dotted: the step at which claims.md compares "
-                 "this panel's settings (the last step all of them reach).")
-    return fig
-
-
-PHASE_STYLES = dict(zip(PHASES, ("-", "--", ":")))
-
-
-def fig_kl_profiles(chosen, profiles, title):
-    """Figures 2 and 3: sequential (top) and reference (bottom) KL against the % of the iteration's updates, the two
-    settings by colour, the three training phases by line style (chosen: runs with `colour`, `selection`, `key`,
-    `final_return`). Left: each setting's run with the best final return, as the paper drew; right: mean over
-    seeds, band min-max."""
-    envs = sorted(chosen.env_id.unique())
-    fig = plt.figure(figsize=(WIDTH, 3.9 * len(envs) + 0.9), layout="constrained")
-    for subfig, env in zip(fig.subfigures(len(envs), 1, squeeze=False)[:, 0], envs):
-        axes = subfig.subplots(2, 2, sharex=True)
-        here, handles, drawn = chosen[chosen.env_id == env], {}, []
-        for colour, setting in here.groupby("colour", sort=False):
-            ranked = setting.sort_values(["final_return", "seed"], ascending=[False, True], na_position="last")
-            best = ranked.iloc[0]
-            note = (f"best: seed {best.seed}, {best.final_return:.0f}" if np.isfinite(best.final_return)
-                    else f"no return: seed {best.seed}")
-            seeds = setting.run.nunique()
-            handles[f"{best.selection}, {seeds} seed{'s' * (seeds != 1)} ({note})"] = Line2D([], [], color=colour)
-            drawn.append(best.selection)
-            data = profiles[profiles.run.isin(setting.run)]
-            for r, curve in enumerate(("seq_kl", "ref_kl")):
-                for phase, style in PHASE_STYLES.items():
-                    sub = data[(data.curve == curve) & (data.phase == phase)]
-                    one = sub[sub.run == best.run]
-                    one = one[one.kl > 0]  # log scale: the last reference KL is exactly 0
-                    single = dict(marker="o", markersize=3) if len(one) == 1 else {}
-                    axes[r, 0].plot(one.pct, one.kl, style, color=colour, **single)
-                    agg = sub[sub.kl > 0].groupby("pct").kl.agg(["mean", "min", "max"])
-                    axes[r, 1].plot(agg.index, agg["mean"], style, color=colour, **single)
-                    axes[r, 1].fill_between(agg.index, agg["min"], agg["max"], color=colour, alpha=0.1, linewidth=0)
-                    its = sorted(set(sub.iteration))
-                    if its:
-                        handles.setdefault(f"{phase}: iteration {', '.join(map(str, its))}",
-                                           Line2D([], [], color="k", linestyle=style))
-        axes[0, 0].set_title("each setting's best run (the paper's view)")
-        axes[0, 1].set_title("mean over seeds, band: the seeds' min to max")
-        for ax in axes.flat:
-            ax.set_yscale("log")
-        for r, name in enumerate((r"sequential KL($\pi_{i+1}\,\|\,\pi_i$)", r"reference KL($\pi_U\,\|\,\pi_i$)")):
-            axes[r, 0].set_ylabel(name)
-            for c in range(2):
-                axes[1, c].set_xlabel("% of the iteration's updates done")
-        settings = [k for k in handles if "seed" in k]
-        phase_keys = [k for k in handles if k not in settings]
-        order = settings + [""] * (len(phase_keys) - len(settings)) + phase_keys  # settings left, phases right
-        legend = [handles.get(k, Line2D([], [], linestyle="none")) for k in order]
-        subfig.legend(legend, order, loc="outside lower center", ncols=2)
-        subfig.suptitle(f"{env}: " + " vs ".join(drawn))
-    fig.suptitle(title, fontweight="bold")
-    caption(fig, "Colours: the two settings; line styles: training phases. Left: for each setting its run with the "
-                 "best final return (the paper selected two of its best runs; the legend gives that return, read "
-                 "where claims.md compares returns); right: mean over seeds, band from the seeds' min to max.")
-    return fig
-
-
-ANATOMY_ROWS = [  # what sets the size of an update, beside the sequential KL it produces: (quantity, label, log)
-    ("seq_kl", "sequential KL\n" r"($\pi_i\,\|\,\pi_{i-1}$)", True),
-    ("actor_step", "actor step\n" r"$\|\theta_i - \theta_{i-1}\|$", True),
-    ("grad_norm", "gradient norm\n(dotted: actor)", True),
-    ("clip_scale", "clipping factor\n(1: none)", False),
-    ("approx_kl", "approx KL\n" r"($\pi_0\,\|\,\pi_{i-1}$)", True),
-    ("clipfrac", "clip fraction", False),
-]
-
-
-def fig_update_anatomy(env, chosen, profiles, anatomy):
-    """Finding 3 explained: for the two settings of Figure 2 in one env, each per-update quantity (rows) against the
-    % of the iteration's updates, in the three phases (columns); mean over the seeds that recorded the anatomy,
-    band min-max. chosen: the two settings' runs with `key` and `colour`."""
-    fig = plt.figure(figsize=(WIDTH, 1.35 * len(ANATOMY_ROWS) + 1.6), layout="constrained")
-    panels = fig.subfigures(1, 1)  # its legend sits below the panels, above the figure's caption
-    axes = panels.subplots(len(ANATOMY_ROWS), len(PHASES), sharex=True, sharey="row", squeeze=False)
-    handles = {}
-    for key, setting in chosen.groupby("key", sort=False):
-        colour, runs = setting.colour.iloc[0], set(setting.run)
-        kl = profiles[profiles.run.isin(runs) & (profiles.curve == "seq_kl")].rename(columns={"kl": "value"})
-        parts = anatomy[anatomy.run.isin(runs)]
-        seeds = parts.run.nunique()
-        handles[f"{key} ({setting.label.iloc[0]}), {seeds} seed{'s' * (seeds != 1)}"] = Line2D([], [], color=colour)
-        for r, (quantity, _, _) in enumerate(ANATOMY_ROWS):
-            for c, phase in enumerate(PHASES):
-                for name, style in ((("grad_norm", "-"), ("actor_grad_norm", ":")) if quantity == "grad_norm"
-                                    else ((quantity, "-"),)):
-                    source = kl[kl.run.isin(parts.run)] if name == "seq_kl" else parts[parts.quantity == name]
-                    sub = source[source.phase == phase]
-                    agg = sub.groupby("pct").value.agg(["mean", "min", "max"])
-                    if agg.empty:
-                        continue
-                    axes[r, c].plot(agg.index, agg["mean"], style, color=colour, marker="." if len(agg) == 1 else None)
-                    if style == "-":
-                        axes[r, c].fill_between(agg.index, agg["min"], agg["max"], color=colour, alpha=0.15,
-                                                linewidth=0)
-    for r, (_, ylabel, log) in enumerate(ANATOMY_ROWS):
-        axes[r, 0].set_ylabel(ylabel)
-        if log:
-            axes[r, 0].set_yscale("log")
-    panels.align_ylabels(axes[:, 0])
-    for c, phase in enumerate(PHASES):
-        its = sorted(set(anatomy[anatomy.run.isin(chosen.run) & (anatomy.phase == phase)].iteration))
-        axes[0, c].set_title(f"{phase}: iteration {', '.join(map(str, its))}")
-        axes[-1, c].set_xlabel("% of the iteration's updates done")
-    panels.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2)
-    fig.suptitle(f"{env}: what sets the size of each minibatch update", fontweight="bold")
-    caption(fig, "Each update's quantities, binned over 1% of the iteration's updates: line, mean over seeds; band, "
-                 "the seeds' min to max. Gradient norms are before clipping to --max-grad-norm (0.5, actor and critic "
-                 "together); the clipping factor scales the whole gradient; Adam then normalises each weight's step. "
-                 "approx KL and clip fraction: of the update's own minibatch, against the policy that collected it.")
-    return fig
-
-
 def draw_anatomy(frame, profiles, anatomy, opts):
     """One anatomy figure per env with both settings of --fig2-sizes recorded (runs made before the anatomy have
     none): fig4_update_anatomy_<env>."""
@@ -517,110 +292,8 @@ def draw_anatomy(frame, profiles, anatomy, opts):
         chosen = chosen.assign(colour=chosen.minibatch_size.map(palette),
                                label=[f"minibatch {r.minibatch_size}" for r in chosen.itertuples()])
         chosen = chosen.sort_values("minibatch_size")
-        save(fig_update_anatomy(env, chosen, profiles, anatomy), opts.out, f"fig4_update_anatomy_{env}",
+        save(fig_update_anatomy(env, chosen, profiles, anatomy, opts.look), opts.out, f"fig4_update_anatomy_{env}",
              opts.format_list)
-
-
-def fig_kl_summaries(table):
-    """Findings 3 and 5 and the contraction at a glance, one row per env (table: findings.run_table's runs with
-    their final return): mean sequential KL against minibatch size, per third of the run; mean
-    sequential KL against final return, every run of both sweeps; gamma_D per 1% against minibatch size."""
-    envs = sorted(table.env_id.unique())
-    fig = plt.figure(figsize=(WIDTH, 2.1 * len(envs) + 1.8), layout="constrained")
-    panels = fig.subfigures(1, 1)  # its legend sits below the panels, above the figure's caption
-    with_return = bool(np.isfinite(table.ret).any())  # without returns (no episode ended) the middle column goes
-    axes = panels.subplots(len(envs), 3, squeeze=False)
-    if not with_return:
-        for ax in axes[:, 1]:
-            ax.remove()
-    settings = table.drop_duplicates("key").sort_values(["minibatch_size", "num_envs"], ascending=[True, False])
-    colours = dict(zip(settings.key, SETTING_COLOURS * 2))
-    handles = {}
-    for row, env in zip(axes, envs):
-        here = table[table.env_id == env]
-        # the minibatch sweep's shape: the one with the most minibatch sizes (500 x 100 in the paper)
-        sizes = here.groupby(["num_envs", "num_steps"]).minibatch_size.nunique()
-        n, m = sizes.idxmax()
-        shape = here[(here.num_envs == n) & (here.num_steps == m)]
-        for third, style, marker in (("first", "-", "o"), ("middle", "--", "s"), ("last", ":", "^")):
-            column = f"seq_kl_{third}"
-            row[0].scatter(shape.minibatch_size, shape[column], s=6, marker=marker, color="0.5", alpha=0.6)
-            means = shape.groupby("minibatch_size")[column].mean()
-            row[0].plot(means.index, means, style, color="k", marker=marker, markersize=3)
-            handles.setdefault(f"{third} third of the run (mean over seeds; points: seeds)",
-                               Line2D([], [], color="k", linestyle=style, marker=marker, markersize=3))
-        for key, g in here.groupby("key") if with_return else ():
-            first = g.iloc[0]
-            name = f"{first.num_envs} envs x {first.num_steps} steps, minibatch {first.minibatch_size}"
-            row[1].scatter(g.ret, g.seq_kl_whole, s=9, color=colours[key])
-            handles.setdefault(name, Line2D([], [], color=colours[key], marker="o", linestyle="none"))
-        row[2].scatter(shape.minibatch_size, shape.gamma_per_pct, s=6, color="0.5")
-        means = shape.groupby("minibatch_size").gamma_per_pct.mean()
-        row[2].plot(means.index, means, color="k", marker="o", markersize=3)
-        for ax in row[[0, 2]]:
-            ax.set_xscale("log")
-            ax.set_xlabel(f"minibatch size ({n} x {m})")
-        row[0].set_yscale("log")
-        row[0].set_ylabel(f"{env}\nmean sequential KL")
-        if with_return:
-            row[1].set_yscale("log")
-            row[1].set_xlabel("final evaluation return")
-        row[2].set_ylabel(r"$\gamma_D$ per 1% of updates")
-    axes[0, 0].set_title("finding 3: per update, by third of the run")
-    if with_return:
-        axes[0, 1].set_title("finding 5: each run of both sweeps")
-    axes[0, 2].set_title("contraction of the reference KL")
-    order = [k for k in handles if "third" in k] + sorted(k for k in handles if "third" not in k)
-    panels.legend([handles[k] for k in order], order, loc="outside lower center", ncols=2, fontsize=6.5)
-    fig.suptitle("Sequential KL and contraction across settings", fontweight="bold")
-    caption(fig, "Left and right: the minibatch sweep (at its N_env x N_rollout), every seed a grey point, the "
-                 "setting's mean a "
-                 "line. Middle: every run of both sweeps, the whole run's mean sequential KL against its final "
-                 "evaluation return (at the last evaluation all the env's runs have). gamma_D: the fitted "
-                 "per-1% contraction rate of KL(pi_U || pi_i), closer to 1 is slower (claims.md says where the "
-                 "geometric fit is poor).")
-    return fig
-
-
-VERDICT_COLOURS = {"supported": "#4c9a5b", "contradicted": "#c8553d", "undetermined": "#d9d9d9"}
-
-
-def fig_verdicts(verdicts):
-    """Findings x envs: each cell the primary reading's verdict (colour) with its estimate and interval; a corner
-    mark where another reading of the finding in that env reaches the opposite verdict."""
-    envs = sorted(set(verdicts.env) - {"all"})  # the readings across envs are in claims.md
-    findings = sorted(PAPER)
-    fig, ax = plt.subplots(figsize=(WIDTH, 0.6 * len(findings) + 1.3), layout="constrained")
-    for y, finding in enumerate(findings):
-        for x, env in enumerate(envs):
-            cell = verdicts[(verdicts.finding == finding) & (verdicts.env == env)]
-            main = cell[cell.primary]
-            verdict = main.verdict.iloc[0] if len(main) else None
-            ax.add_patch(plt.Rectangle((x, y), 1, 1, facecolor=VERDICT_COLOURS.get(verdict, "white"),
-                                       edgecolor="white", linewidth=2))
-            if verdict is None:
-                ax.text(x + 0.5, y + 0.5, "not tested", ha="center", va="center", fontsize=7, color="0.4")
-                continue
-            r = main.iloc[0]
-            ax.text(x + 0.5, y + 0.38, verdict, ha="center", va="center", fontsize=7.5, weight="bold")
-            ax.text(x + 0.5, y + 0.68, f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]", ha="center", va="center",
-                    fontsize=6.5)
-            others = set(cell[~cell.primary].verdict) - {"undetermined", verdict}
-            if others:
-                ax.text(x + 0.97, y + 0.1, "*", ha="right", va="top", fontsize=10, weight="bold")
-    ax.set_xlim(0, len(envs))
-    ax.set_ylim(len(findings), 0)
-    ax.set_xticks(np.arange(len(envs)) + 0.5, envs)
-    ax.set_yticks(np.arange(len(findings)) + 0.5, [textwrap.fill(f"{f}. {PAPER[f][0]}", 34) for f in findings])
-    ax.tick_params(length=0)
-    ax.xaxis.tick_top()
-    for side in ax.spines.values():
-        side.set_visible(False)
-    fig.suptitle("The paper's findings: the primary reading per env, estimate [95% interval]")
-    caption(fig, "Green: supported, red: contradicted, grey: undetermined (the interval straddles the threshold). "
-                 "*: another reading of the finding in that env reaches the other decided verdict (claims.md lists "
-                 "every reading).", settings=False)
-    return fig
 
 
 def choose(frame, selections, flag):
@@ -663,8 +336,13 @@ def parse_options():
                                        "runs); one env a call gives one figure per env, each fitting a page")
     parser.add_argument("--no-caption", action="store_true",
                         help="leave the explanatory text out of the figures (for a paper that captions them itself)")
+    parser.add_argument("--band", default="spread", help="what the band around a mean over seeds shows: spread "
+                        "(+-1 std for returns, the seeds' min to max for KL and the update anatomy) or ci95 (the 95%% "
+                        "interval of the mean, Student's t, the verdicts' level)")
     opts = parser.parse_args()
-    CAPTIONS["on"] = not opts.no_caption
+    if opts.band not in BANDS:
+        fail(f"--band {opts.band}: allowed: {', '.join(BANDS)}")
+    opts.look = Look(captions=not opts.no_caption, band=opts.band)
     try:
         opts.phase_list = [float(p) for p in opts.phases.split(",")]
         opts.sizes = [int(s) for s in opts.fig2_sizes.split(",")]
@@ -676,7 +354,7 @@ def parse_options():
         fail(f"--phases takes 3 comma-separated fractions in [0, 1], got {opts.phases}")
     if len(opts.sizes) != 2 or len(opts.shapes) != 2:
         fail("--fig2-sizes and --fig3-shapes each take two settings, comma-separated")
-    supported = plt.figure().canvas.get_supported_filetypes()
+    supported = supported_formats()
     opts.format_list = [f.strip().lower() for f in opts.formats.split(",")]
     unknown = [f for f in opts.format_list if f not in supported]
     if unknown or not opts.format_list:
@@ -723,20 +401,20 @@ def write_readme_blocks(path, blocks):
         f.write(text)
 
 
-def draw_returns(runs, frame, data, out, formats):
+def draw_returns(runs, frame, data, opts):
     """Figure 1 from the training returns, and its companion from the evaluation returns when there are any."""
     compared = {(r.sweep, r.env_id): (r.final_step, r.return_kind) for r in frame.itertuples()}
     for name, kind, curves in (
             ("fig1_returns", "training", data["returns"].rename(columns={"episodic_return": "value"})),
             ("fig1b_eval_returns", "evaluation", data["evals"].rename(columns={"eval_return": "value"}))):
         at = {key: step for key, (step, k) in compared.items() if k == kind}
-        fig = fig_returns(runs, curves, f"Episodic return ({kind})", f"{kind} episodic return", at,
+        fig = fig_returns(runs, curves, f"Episodic return ({kind})", f"{kind} episodic return", at, opts.look,
                           marker="o" if kind == "evaluation" else None)
         if fig is None:
             why = " (trained without --eval-every)" if kind == "evaluation" else ""
             warn(f"no {kind} returns in these runs{why}: {name} is left out")
         else:
-            save(fig, out, name, formats)
+            save(fig, opts.out, name, opts.format_list)
 
 
 def draw_kl(frame, profiles, opts):
@@ -761,11 +439,12 @@ def draw_kl(frame, profiles, opts):
             continue
         drawn = [name for name in selections if name in set(chosen.selection)]  # the title names only these
         title = f"KL profiles in three training phases: {' vs '.join(drawn)}"
-        save(fig_kl_profiles(chosen, profiles, title), opts.out, name, opts.format_list)
+        save(fig_kl_profiles(chosen, profiles, title, opts.look), opts.out, name, opts.format_list)
 
 
 def main():
     opts = parse_options()
+    setup_matplotlib()
     if opts.data:
         data = read_data(opts.data)
         if opts.save_data:
@@ -789,19 +468,19 @@ def main():
              "Figure 1 and the return findings leave them out")
     os.makedirs(opts.out, exist_ok=True)
     frame = per_run(runs, data["returns"], data["evals"], data["kl_iterations"])
-    draw_returns(runs, frame, data, opts.out, opts.format_list)
+    draw_returns(runs, frame, data, opts)
     draw_kl(frame, data["kl_profiles"], opts)
     draw_anatomy(frame, data["kl_profiles"], data["update_profiles"], opts)
     summary_runs = pd.concat([with_returns(g, data["returns"], data["evals"]) for _, g in run_table(
         runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"]).groupby("env_id")])
     if summary_runs.seq_kl_whole.notna().any():
-        save(fig_kl_summaries(summary_runs), opts.out, "fig5_kl_summaries", opts.format_list)
+        save(fig_kl_summaries(summary_runs, opts.look), opts.out, "fig5_kl_summaries", opts.format_list)
     table = settings_table(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"])
     verdicts = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"],
                               opts.sizes, opts.shapes)
     os.makedirs(os.path.join(opts.out, "data"), exist_ok=True)
     verdicts.to_csv(os.path.join(opts.out, "data", "verdicts.csv"), index=False, float_format="%.6g")
-    save(fig_verdicts(verdicts), opts.out, "fig0_verdicts", opts.format_list)
+    save(fig_verdicts(verdicts, opts.look), opts.out, "fig0_verdicts", opts.format_list)
     published = beside_published(runs, data["returns"], data["evals"])
     anatomy = anatomy_markdown(anatomy_rows(runs, data["kl_iterations"], opts.sizes), opts.sizes)
     text = claims_markdown(runs, table, verdicts, published, anatomy)

@@ -13,9 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from conftest import ROOT
 
+import figures
 import findings
 import intervals
 import plot_kl
@@ -44,16 +46,16 @@ def refused(proc, *words):
 def in_process(monkeypatch, *flags):
     """plot_kl.main() in this process with its figures captured instead of rendered (rendering is the slow
     part); returns {name: figure}."""
-    figures = {}
+    drawn = {}
 
     def keep(fig, out, name, formats):
-        figures[name] = fig
+        drawn[name] = fig
         plt.close(fig)  # still readable, no longer held by pyplot
 
     monkeypatch.setattr(plot_kl, "save", keep)
     monkeypatch.setattr(sys, "argv", ["plot_kl.py", *flags])
     plot_kl.main()
-    return figures
+    return drawn
 
 
 def refusal(monkeypatch, *flags):
@@ -207,33 +209,38 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     block replaced."""
     runs, evals = committed_with_a_sweep_cut(tmp_path / "data")
     (tmp_path / "README.md").write_text(f"set-up\n{plot_kl.BEGIN}\nold numbers\n{plot_kl.END}\ncaveats\n")
-    figures = in_process(monkeypatch, "--data", str(tmp_path / "data"), "--out", str(tmp_path))
+    drawn = in_process(monkeypatch, "--data", str(tmp_path / "data"), "--out", str(tmp_path))
     has_evals = runs.run.isin(evals.run).any()
     expected = {"fig0_verdicts", "fig1_returns", "fig2_kl_minibatch", "fig3_kl_env_rollout", "fig5_kl_summaries"}
-    assert set(figures) == expected | ({"fig1b_eval_returns"} if has_evals else set())
-    verdict_cells = [t.get_text() for t in figures.pop("fig0_verdicts").get_axes()[0].texts]
+    # an anatomy figure for each env whose minibatch 50 and 1000 both have runs that recorded it
+    iterations = pd.read_csv(tmp_path / "data" / "kl_iterations.csv")
+    recorded = runs[runs.run.isin(iterations.run[iterations.grad_norm_mean.notna()]) & (runs.sweep == "minibatch")]
+    sizes = recorded[recorded.minibatch_size.isin([50, 1000])].groupby("env_id").minibatch_size.nunique()
+    expected |= {f"fig4_update_anatomy_{env}" for env in sizes.index[sizes == 2]}
+    assert set(drawn) == expected | ({"fig1b_eval_returns"} if has_evals else set())
+    verdict_cells = [t.get_text() for t in drawn.pop("fig0_verdicts").get_axes()[0].texts]
     assert verdict_cells.count("supported") + verdict_cells.count("contradicted") + verdict_cells.count(
         "undetermined") == 5 * runs.env_id.nunique() - verdict_cells.count("not tested")
-    summaries = figures.pop("fig5_kl_summaries")  # points and lines; one row per env
+    summaries = drawn.pop("fig5_kl_summaries")  # points and lines; one row per env
     assert all(ax.collections for ax in summaries.get_axes()), "fig5_kl_summaries has an empty panel"
     assert len(summaries.get_axes()) == 3 * runs.env_id.nunique()
-    for name, fig in figures.items():
+    for name, fig in drawn.items():
         assert all(ax.lines for ax in fig.get_axes()), f"{name} has an empty panel"
-        assert fig.get_size_inches()[0] <= plot_kl.WIDTH
+        assert fig.get_size_inches()[0] <= figures.WIDTH
         for f in [fig, *fig.subfigs]:
             assert all(t.get_fontsize() >= 7 for legend in f.legends for t in legend.get_texts())
         assert any("(N_env x N_rollout : N_minibatch x minibatch_size) =" in t for t in texts(fig)), name
     # one panel per env of each sweep: the env cut from the env x rollout sweep has none there
-    assert len(figures["fig1_returns"].get_axes()) == runs.groupby("sweep").env_id.nunique().sum()
+    assert len(drawn["fig1_returns"].get_axes()) == runs.groupby("sweep").env_id.nunique().sum()
     shapes = set(zip(runs.num_envs[runs.sweep == "env_rollout"], runs.num_steps[runs.sweep == "env_rollout"]))
-    fig3 = texts(figures["fig3_kl_env_rollout"])
+    fig3 = texts(drawn["fig3_kl_env_rollout"])
     title = "KL profiles in three training phases: 1000 envs x 50 steps"
     title += " vs 100 envs x 500 steps" * ((100, 500) in shapes)
     assert title in fig3 and not any(t.startswith(title + " vs") for t in fig3)
     assert any(t.startswith("1000 envs x 50 steps, 4 seeds (best: seed") for t in fig3), fig3
     # each setting its own colour from the colour-blind-safe palette, each phase its own line style
-    axes = figures["fig3_kl_env_rollout"].subfigs[0].get_axes()
-    assert {line.get_color() for line in axes[1].lines} <= set(plot_kl.SETTING_COLOURS[:2])
+    axes = drawn["fig3_kl_env_rollout"].subfigs[0].get_axes()
+    assert {line.get_color() for line in axes[1].lines} <= set(figures.SETTING_COLOURS[:2])
     assert {line.get_linestyle() for line in axes[1].lines} == {"-", "--", ":"}
     readme, claims = (tmp_path / "README.md").read_text(), (tmp_path / "claims.md").read_text()
     assert "old numbers" not in readme and readme.startswith("set-up\n") and readme.endswith("caveats\n")
@@ -246,38 +253,72 @@ def test_one_env_without_captions(summary, tmp_path, monkeypatch):
     """--envs draws a subset; --no-caption leaves the explanatory text out; an env not in the runs is refused in one
     line naming the allowed ones."""
     out, _ = summary
-    figures = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path), "--envs",
+    drawn = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path), "--envs",
                          "InvertedPendulum-v5", "--no-caption", *TINY_FIGS)
-    for name, fig in figures.items():
+    for name, fig in drawn.items():
         assert fig._supxlabel is None or not fig._supxlabel.get_text(), name
     message = refusal(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path), "--envs", "Hopper-v5")
     assert "--envs Hopper-v5" in message and "allowed: InvertedPendulum-v5" in message
 
 
+def test_bands_against_an_independent_computation():
+    """mean_and_band over seeds with a missing value: the t interval against scipy's, the std and min-max bands
+    against numpy's, each column over the seeds it has."""
+    per_seed = np.array([[1.0, 2.0, 4.0], [3.0, np.nan, 5.0], [2.0, 6.0, 9.0], [6.0, 1.0, 0.5]])
+    mean, low, high = figures.mean_and_band(per_seed, figures.Look(band="ci95"))
+    for c in range(3):
+        seeds = per_seed[np.isfinite(per_seed[:, c]), c]
+        want = stats.t.interval(0.95, len(seeds) - 1, loc=seeds.mean(), scale=stats.sem(seeds))
+        assert mean[c] == pytest.approx(seeds.mean()) and (low[c], high[c]) == pytest.approx(want)
+        _, lo, hi = figures.mean_and_band(per_seed, figures.Look(), spread="std")
+        assert (lo[c], hi[c]) == pytest.approx((seeds.mean() - seeds.std(ddof=1), seeds.mean() + seeds.std(ddof=1)))
+        _, lo, hi = figures.mean_and_band(per_seed, figures.Look())
+        assert (lo[c], hi[c]) == (seeds.min(), seeds.max())
+
+
+def test_band_ci95_is_drawn_and_named(summary, tmp_path, monkeypatch):
+    """--band ci95: the KL figure's right panels draw the 95% interval of the mean and the captions say so; an
+    unknown band is refused in one line naming the allowed ones."""
+    out, _ = summary
+    spread = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path / "s"), *TINY_FIGS)
+    ci = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path / "c"), "--band", "ci95",
+                    *TINY_FIGS)
+    assert any("95% interval of the mean over seeds (Student's t)" in t for t in texts(ci["fig2_kl_minibatch"]))
+    assert any("the seeds' min to max" in t for t in texts(spread["fig2_kl_minibatch"]))
+    assert any("band: the 95% interval of the mean over seeds" in t for t in texts(ci["fig1_returns"]))
+
+    def bands(fig):
+        return [p.get_paths()[0].vertices.round(12).tolist() for ax in fig.subfigs[0].get_axes()[1::2]
+                for p in ax.collections]
+    assert bands(ci["fig2_kl_minibatch"]) and bands(ci["fig2_kl_minibatch"]) != bands(spread["fig2_kl_minibatch"])
+    message = refusal(monkeypatch, "--data", str(out / "data"), "--out", str(tmp_path), "--band", "iqr")
+    assert message == "error: --band iqr: allowed: spread, ci95"
+
+
 def test_absent_figure_settings_are_warned_about(summary, monkeypatch, capsys):
     out, _ = summary
-    figures = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(out / "absent"),
+    drawn = in_process(monkeypatch, "--data", str(out / "data"), "--out", str(out / "absent"),
                          "--fig2-sizes", "32,999", "--fig3-shapes", "3x3,5x5")
     err = capsys.readouterr().err
     assert "--fig2-sizes: InvertedPendulum-v5 has no run of minibatch 999" in err and "(4 x 32 : 2 x 64)" in err
     assert "--fig3-shapes: no run of 3 envs x 3 steps or 5 envs x 5 steps: fig3_kl_env_rollout is left out" in err
-    assert "fig3_kl_env_rollout" not in figures
-    title = figures["fig2_kl_minibatch"]._suptitle.get_text()
+    assert "fig3_kl_env_rollout" not in drawn
+    title = drawn["fig2_kl_minibatch"]._suptitle.get_text()
     assert title.endswith("minibatch 32") and "999" not in title
-    assert all(ax.lines for ax in figures["fig2_kl_minibatch"].get_axes())
+    assert all(ax.lines for ax in drawn["fig2_kl_minibatch"].get_axes())
 
 
 def test_partial_runs_are_skipped_by_name(tiny_sweeps, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "minibatch"
     shutil.copytree(tiny_sweeps[0], runs)
     os.remove(runs / "InvertedPendulum-v5__4x32__mb64__s2" / "summary.json")
-    figures = in_process(monkeypatch, "--minibatch-runs", str(runs), "--env-rollout-runs", str(tmp_path / "none"),
+    drawn = in_process(monkeypatch, "--minibatch-runs", str(runs), "--env-rollout-runs", str(tmp_path / "none"),
                          "--out", str(tmp_path / "f"), *TINY_FIGS)
     err = capsys.readouterr().err
     assert "warning: skipping" in err and "InvertedPendulum-v5__4x32__mb64__s2" in err
     assert "no env_rollout runs" in err
     assert len(pd.read_csv(tmp_path / "f" / "data" / "runs.csv")) == 3
-    assert "fig2_kl_minibatch" in figures and "fig3_kl_env_rollout" not in figures
+    assert "fig2_kl_minibatch" in drawn and "fig3_kl_env_rollout" not in drawn
 
 
 @pytest.mark.parametrize("which", ["all", "some"])
@@ -388,9 +429,9 @@ def test_summary_without_evaluations_merges_with_one_that_has_them(summary, tmp_
     iterations = pd.read_csv(old / "kl_iterations.csv")
     iterations.drop(columns=[f"{name}_mean" for name in plot_kl.ANATOMY]).to_csv(old / "kl_iterations.csv", index=False)
     assert len(pd.read_csv(summary[0] / "data" / "evals.csv")) > 0
-    figures = in_process(monkeypatch, "--data", str(old), str(summary[0] / "data"), "--out", str(tmp_path),
+    drawn = in_process(monkeypatch, "--data", str(old), str(summary[0] / "data"), "--out", str(tmp_path),
                          "--save-data", str(tmp_path / "merged"), *TINY_FIGS)
-    assert "fig1b_eval_returns" in figures
+    assert "fig1b_eval_returns" in drawn
     merged = pd.read_csv(tmp_path / "merged" / "kl_iterations.csv")
     new_runs = merged.run.isin(pd.read_csv(summary[0] / "data" / "runs.csv").run)
     assert merged.loc[~new_runs, "grad_norm_mean"].isna().all() and merged.loc[new_runs, "grad_norm_mean"].gt(0).all()
