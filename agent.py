@@ -83,6 +83,7 @@ class Agent(nn.Module):
         if action is None:
             noise = torch.stack([torch.randn(action_mean.shape[1:], generator=g, device=x.device) for g in generators])
             action = action_mean + action_std * noise
-        logprob = -((action - action_mean) ** 2) / (2 * action_std**2) - action_logstd - math.log(math.sqrt(2 * math.pi))
+        logprob = (-((action - action_mean) ** 2) / (2 * action_std**2) - action_logstd
+                   - math.log(math.sqrt(2 * math.pi)))
         entropy = 0.5 + 0.5 * math.log(2 * math.pi) + action_logstd
         return action, logprob.sum(-1), entropy.sum(-1), self.get_value(x, params)

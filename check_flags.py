@@ -14,7 +14,8 @@ import gymnasium as gym
 import torch
 import tyro
 
-from run_folder import check_paths, fail
+from run_folder import check_paths
+from run_record import fail
 from vector_envs import MUJOCO_BATCH_ENVS, quiet_mujoco
 from warp_envs import WARP_ENVS, WARP_REFUSED, import_warp
 
@@ -96,12 +97,15 @@ def check_args(args):
          "a non-negative integer (0: only before the first iteration and at the last)")
     need("eval_every", args.eval_every >= 0, "a non-negative integer (0: no evaluation during training)")
     # every env of every member, and its eval envs, get a seed of their own, which Gymnasium takes in [0, 2**32)
-    need("seed", 0 <= args.seed and args.seed + args.num_seeds + max(args.num_envs, 10_000 + args.eval_episodes) < 2**32,
-         f"in [0, 2**32 - {args.num_seeds + max(args.num_envs, 10_000 + args.eval_episodes)}] (env seeds are seed + i)")
+    seeds_used = args.num_seeds + max(args.num_envs, 10_000 + args.eval_episodes)
+    need("seed", 0 <= args.seed and args.seed + seeds_used < 2**32,
+         f"in [0, 2**32 - {seeds_used}] (env seeds are seed + i)")
     # a NaN fails every comparison below, and an infinity is no meaningful value of any of them
-    for flag, low, high, allowed in (("learning_rate", 0, None, "> 0 and finite"), ("clip_coef", 0, None, "> 0 and finite"),
+    for flag, low, high, allowed in (("learning_rate", 0, None, "> 0 and finite"),
+                                     ("clip_coef", 0, None, "> 0 and finite"),
                                      ("max_grad_norm", 0, None, "> 0 and finite (a negative norm flips the gradient)"),
-                                     ("ent_coef", None, None, ">= 0 and finite"), ("vf_coef", None, None, ">= 0 and finite"),
+                                     ("ent_coef", None, None, ">= 0 and finite"),
+                                     ("vf_coef", None, None, ">= 0 and finite"),
                                      ("gamma", None, 1, "in [0, 1]"), ("gae_lambda", None, 1, "in [0, 1]")):
         value = getattr(args, flag)
         need(flag, math.isfinite(value) and (value > low if low is not None else value >= 0)
@@ -150,7 +154,8 @@ def check_args(args):
         fail(f"--env-id {args.env_id!r}: cannot import {module!r} to register it ({e})")
     if env_name not in gym.registry:
         close = difflib.get_close_matches(env_name, list(gym.registry), n=5, cutoff=0.6)
-        fail(f"--env-id {args.env_id!r} is not a registered Gymnasium env" + (f"; close matches: {', '.join(close)}" if close else ""))
+        fail(f"--env-id {args.env_id!r} is not a registered Gymnasium env"
+             + (f"; close matches: {', '.join(close)}" if close else ""))
     if args.env_backend == "auto":
         args.env_backend = "mujoco-batch" if args.env_id in MUJOCO_BATCH_ENVS else "gymnasium"
     if args.env_backend == "warp" and args.env_id in WARP_REFUSED:
@@ -170,7 +175,8 @@ def check_args(args):
             fail(f"--env-backend warp needs MuJoCo Warp ({e}): pip install -r requirements-warp.txt")
     quiet_mujoco()
     probe = gym.make(args.env_id)  # one env, for its spaces: cheap next to the run's envs
-    action_space, observation_space, max_steps = probe.action_space, probe.observation_space, probe.spec.max_episode_steps
+    action_space, observation_space = probe.action_space, probe.observation_space
+    max_steps = probe.spec.max_episode_steps
     probe.close()
     if not isinstance(action_space, gym.spaces.Box):
         fail(f"--env-id {args.env_id} has a {type(action_space).__name__} action space; this script trains continuous "

@@ -9,7 +9,6 @@ saving (the same envs, seeds and action draws).
 """
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
@@ -19,6 +18,7 @@ import tyro
 
 from agent import Agent
 from evaluation import eval_norm_stats, evaluate
+from run_record import fail
 from vector_envs import make_envs, quiet_mujoco, set_norm_stats
 
 
@@ -39,10 +39,6 @@ class EvalArgs:
     """record the first episode's video into --video-dir (renders with Gymnasium's envs; needs `pip install moviepy`)"""
     video_dir: str = "videos"
     """folder that receives the videos"""
-
-
-def fail(message):
-    sys.exit(f"error: {message}")
 
 
 def load_model(path):

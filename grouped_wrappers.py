@@ -104,7 +104,8 @@ class GroupedCleanRLWrappers(gym.vector.VectorWrapper):
 
         # Gymnasium's expression and dtypes: float32 returns times gamma stay float32, times (1 - terminated) float64
         returns = self.accumulated_reward * self.gamma * (1 - terminated) + rewards
-        self.accumulated_reward = np.where(active, returns, self.accumulated_reward).astype(self.accumulated_reward.dtype)
+        accumulated = self.accumulated_reward
+        self.accumulated_reward = np.where(active, returns, accumulated).astype(accumulated.dtype)
         self._update_return_rms(active)
         self.prev_dones = dones
         rewards = np.clip(rewards / np.sqrt(self.return_rms.var[self.group] + self.epsilon), -10, 10)
@@ -123,9 +124,11 @@ class GroupedCleanRLWrappers(gym.vector.VectorWrapper):
         so a shared group's moments are NumPy's over that subset, group by group."""
         returns, groups = self.accumulated_reward, self.num_groups
         if self.group_size == 1:
-            mean, var, count = np.mean(returns[:, None], axis=1), np.var(returns[:, None], axis=1), active.astype(np.int64)
+            mean, var = np.mean(returns[:, None], axis=1), np.var(returns[:, None], axis=1)
+            count = active.astype(np.int64)
         else:
-            mean, var, count = np.zeros(groups, returns.dtype), np.zeros(groups, returns.dtype), np.zeros(groups, np.int64)
+            mean, var = np.zeros(groups, returns.dtype), np.zeros(groups, returns.dtype)
+            count = np.zeros(groups, np.int64)
             for g, (group_returns, taking) in enumerate(zip(returns.reshape(groups, -1), active.reshape(groups, -1))):
                 if taking.any():
                     x = group_returns[taking]

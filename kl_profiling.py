@@ -8,16 +8,6 @@ import torch
 
 from run_folder import save_npz_atomic
 
-# What sets the size of one minibatch update, recorded per update beside the KL profile: the gradient's global
-# and actor norms before clipping, the clipping factor, the L2 norm of the actor's change, and the minibatch's
-# approximate KL and clip fraction
-ANATOMY = ("grad_norm", "actor_grad_norm", "clip_scale", "actor_step", "approx_kl", "clipfrac")
-
-
-def diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
-    """KL(p || q) of diagonal Gaussians, summed over the last (action) dimension."""
-    return kl_from_mean_gap((mean_p - mean_q) ** 2, logstd_p, logstd_q)
-
 
 def kl_from_mean_gap(sq_gap, logstd_p, logstd_q):
     """The diagonal-Gaussian KL(p || q) from the squared gap between the means. It is linear in the gap, so the
@@ -109,7 +99,8 @@ class SnapshotStore:
     def _take(self, update, epoch, minibatch):
         k = len(self.updates)
         if self.filled == 0:
-            self.block, self.block_start = torch.empty(self.block_size, *self.actor_weights.shape, device=self.device), k
+            self.block = torch.empty(self.block_size, *self.actor_weights.shape, device=self.device)
+            self.block_start = k
         self.block[self.filled].copy_(self.actor_weights)
         self.filled += 1
         self.updates.append(update)
@@ -125,7 +116,8 @@ class SnapshotStore:
 
     def begin_iteration(self, states, counts):
         """states: [members, St, obs], each member's sample of its own rollout, its first counts[m] rows real."""
-        self.states, self.counts, self.updates, self.epochs, self.minibatches, self.filled = states, counts, [], [], [], 0
+        self.states, self.counts = states, counts
+        self.updates, self.epochs, self.minibatches, self.filled = [], [], [], 0
         self._take(0, -1, -1)
         self.last = (0, -1, -1)
 

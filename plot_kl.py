@@ -17,21 +17,19 @@ The figures are drawn by figures.py.
 """
 import argparse
 import glob
-import json
 import os
-import sys
 import zipfile
 
 import numpy as np
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from figures import (BANDS, SETTING_COLOURS, Look, fig_kl_profiles, fig_kl_summaries, fig_returns,
-                     fig_update_anatomy, fig_verdicts, save, setup_matplotlib, supported_formats)
+from figures import (BANDS, SETTING_COLOURS, Look, fig_kl_profiles, fig_kl_summaries, fig_returns, fig_update_anatomy,
+                     fig_verdicts, save, setup_matplotlib, supported_formats)
 from findings import (PHASES, SETTING, anatomy_markdown, anatomy_rows, beside_published, check_findings,
-                      claims_markdown, distinct_runs, label, markdown_table, per_run, report, run_table,
-                      settings_table, summary_lines, with_returns)
-from kl_profiling import ANATOMY
+                      claims_markdown, distinct_runs, label, markdown_table, per_run, report, run_table, settings_table,
+                      summary_lines, with_returns)
+from run_record import ANATOMY, BOOKKEEPING, fail, read_json, warn
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
@@ -43,7 +41,7 @@ FRAMES = {  # the summary's CSV files and the columns each must have
     "kl_iterations": ["run", "iteration", "global_step", "seq_kl_mean", "ref_kl_start", "ref_kl_decrease_frac",
                       "gamma_D", "gamma_D_per_pct"],
     "kl_profiles": ["run", "phase", "iteration", "curve", "pct", "kl"],
-    # each update's anatomy (kl_profiling.ANATOMY): its mean per iteration above, its 1%-bin profile per phase here
+    # each update's anatomy (run_record.ANATOMY): its mean per iteration above, its 1%-bin profile per phase here
     "update_profiles": ["run", "phase", "iteration", "quantity", "pct", "value"],
 }
 FRAMES["kl_iterations"] += [f"{name}_mean" for name in ANATOMY]
@@ -55,32 +53,14 @@ OPTIONAL_FRAMES = {"update_profiles"}
 NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags", *OPTIONAL}
 # args.json keys that do not change what a run computes (bookkeeping, speed, resumption, the tracker), and the
 # keys of the setting itself: every other key must agree between runs that are compared
-NOT_RESULTS = {"exp_name", "seed", "torch_deterministic", "cuda", "track", "wandb_project_name", "wandb_entity",
-               "capture_video", "save_model", "runs_dir", "run_name", "num_threads", "compile", "checkpoint_every",
-               "resume", "env_threads", "kl_save_snapshots", "batch_size", "num_iterations", "num_seeds",
-               "code_version", *SETTING}
+NOT_RESULTS = BOOKKEEPING | {"exp_name", "seed", "torch_deterministic", "capture_video", "save_model",
+                             "kl_save_snapshots", *SETTING}
 SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transitions bit for bit (tests check it)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
 
 
-def fail(message):
-    sys.exit(f"error: {message}")
-
-
-def warn(message):
-    print(f"warning: {message}", file=sys.stderr)
-
-
 # ---- load: run folders -> compact data frames ----
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        fail(f"{path} is not readable JSON ({e}); rerun the run or move its folder out")
-
 
 def flags_of(args):
     """The flags that change results, as 'key=value;...' (the setting and the seed left out)."""
@@ -96,7 +76,8 @@ def find_runs(runs_dir, sweep):
         if not os.path.exists(os.path.join(run_dir, "summary.json")):
             warn(f"skipping {run_dir}: no summary.json (the run failed or is still going)")
             continue
-        args, summary = read_json(args_path), read_json(os.path.join(run_dir, "summary.json"))
+        args = read_json(args_path, required=True)
+        summary = read_json(os.path.join(run_dir, "summary.json"), required=True)
         missing = [k for k in (*SETTING, "seed", "num_iterations") if k not in args]
         if missing:
             fail(f"{args_path} lacks {', '.join(missing)}: not a run folder of ppo_continuous_kl.py")
@@ -108,7 +89,7 @@ def find_runs(runs_dir, sweep):
     return pd.DataFrame(rows)
 
 
-def check_flags(runs):
+def check_comparable(runs):
     """Refuse to mix runs whose results-changing flags (kl_every, total_timesteps, ...) differ: the findings
     compare all runs of an env, and Figures 2-3 overlay them. One line, naming two such runs."""
     for run, g in runs.groupby("run"):
@@ -207,7 +188,7 @@ def load_all(sweep_dirs, phases):
     if runs.empty:
         fail(f"no complete runs under {', '.join(d for d in sweep_dirs.values() if d)} "
              "(a run is complete when its folder holds summary.json)")
-    check_flags(runs)  # before the event files and KL files are read
+    check_comparable(runs)  # before the event files and KL files are read
     distinct = runs.drop_duplicates("run")  # a run in both sweeps is read once
     events = [load_events(run) for run in distinct.itertuples()]
     kl = [load_kl(run, phases) for run in distinct.itertuples()]
@@ -276,7 +257,7 @@ def read_data(folders):
         for n in list(FRAMES)[1:]:  # older summaries repeated a shared run's rows once per sweep
             merged[n].append(data[n][data[n].run.isin(mine)].drop_duplicates())
     data = {n: concat_frames(frames) for n, frames in merged.items()}
-    check_flags(data["runs"])
+    check_comparable(data["runs"])
     return data
 
 

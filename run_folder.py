@@ -21,10 +21,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-
-def fail(message: str):
-    """Stops with one line on stderr: how bad input and unrecoverable conditions end a run."""
-    sys.exit(f"error: {message}")
+from run_record import BOOKKEEPING, fail, read_json
 
 
 def save_atomic(path, write, what):
@@ -67,19 +64,16 @@ def stacked_adam_state(member_states):
     """The population's Adam state_dict from its members' (member_adam_state's inverse)."""
     adam_state = member_states[0]
     if adam_state["state"]:
-        adam_state["state"][0] |= {k: torch.cat([s["state"][0][k] for s in member_states]) for k in ("exp_avg", "exp_avg_sq")}
+        adam_state["state"][0] |= {k: torch.cat([s["state"][0][k] for s in member_states])
+                                   for k in ("exp_avg", "exp_avg_sq")}
     return adam_state
 
 
-CHECKPOINT_KEYS = {"format", "args", "iteration", "global_step", "wall_time_s", "agent", "optimizer", "envs", "next_obs",
+CHECKPOINT_KEYS = {"args", "iteration", "global_step", "wall_time_s", "agent", "optimizer", "envs", "next_obs",
                    "next_done", "recent_returns", "iteration_wall_s", "rngs"}
-# Flags that do not change what the run computes (or only how fast), so a resumed run may set them anew.
-RESUMABLE_CHANGES = {"resume", "checkpoint_every", "runs_dir", "cuda", "num_threads", "compile", "env_threads", "save_model",
-                     "eval_episodes", "track", "wandb_project_name", "wandb_entity"}
-# Derived from other flags, so they differ only when those do; the name is the folder's, not what the run computes
-# (a folder renamed by hand resumes under its new name); a seed's run is the same in a population (--num-seeds) as
-# alone.
-NOT_COMPARED = RESUMABLE_CHANGES | {"batch_size", "num_iterations", "run_name", "num_seeds", "code_version"}
+# A resumed run may set these anew: bookkeeping, and what only the final or periodic evaluation reads (the training
+# is the same); a folder renamed by hand resumes under its new name
+NOT_COMPARED = BOOKKEEPING | {"save_model", "eval_episodes"}
 CODE_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -132,7 +126,8 @@ def set_rng_states(states, kl_generator, member_generator=None):
     device = states.get("device")
     if device is None:  # checkpoints written before the device was recorded: a CPU state has a size of its own
         device = "cpu" if states["kl"].numel() == torch.Generator().get_state().numel() else "cuda"
-    pairs = [(kl_generator, states["kl"])] + ([(member_generator, states["member"])] if member_generator is not None else [])
+    pairs = [(kl_generator, states["kl"])] + ([(member_generator, states["member"])]
+                                              if member_generator is not None else [])
     for generator, state in pairs:
         if device == generator.device.type:
             generator.set_state(state)
@@ -163,19 +158,10 @@ def read_checkpoint(path):
     return checkpoint
 
 
-def read_json(path):
-    """A JSON file's content, None when it is missing or unreadable."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 # Run names. A run folder is one plain folder inside --runs-dir: '..' would put the run into the runs folder's
 # parent, '.' spread it over the runs folder itself, a separator or an absolute name put it anywhere.
-NAME_RULE = ("a run name is one folder inside --runs-dir: not empty, '.' or '..', without '/' or '\\', a leading '~' or "
-             "control characters (NUL, newline, ...), at most 255 bytes")
+NAME_RULE = ("a run name is one folder inside --runs-dir: not empty, '.' or '..', without '/' or '\\', a leading '~' "
+             "or control characters (NUL, newline, ...), at most 255 bytes")
 
 
 def name_problem(name):
@@ -211,7 +197,8 @@ def check_paths(args):
     --runs-dir is expanded, as the shell does unless the flag is quoted or written --runs-dir=~/..."""
     args.runs_dir = os.path.expanduser(args.runs_dir)
     if not args.runs_dir or any(ord(c) < 32 or ord(c) == 127 for c in args.runs_dir):
-        fail(f"--runs-dir {args.runs_dir!r}: give the path of a folder (created if missing), without control characters")
+        fail(f"--runs-dir {args.runs_dir!r}: give the path of a folder (created if missing), "
+             "without control characters")
     if os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
         fail(f"--runs-dir {args.runs_dir} is a file, not a folder; give a folder (it is created if missing)")
     for seed in seeds_of(args):
@@ -301,8 +288,8 @@ def finished_runs(members, run_names, run_dirs):
     if not finished:
         return
     if len(finished) < len(run_dirs):
-        fail(f"of the run folders {', '.join(run_dirs)}, only {', '.join(finished)} hold a finished run (summary.json); "
-             "resume the others as single runs (--num-seeds 1), or delete them")
+        fail(f"of the run folders {', '.join(run_dirs)}, only {', '.join(finished)} hold a finished run "
+             "(summary.json); resume the others as single runs (--num-seeds 1), or delete them")
     for member, run_name, run_dir in zip(members, run_names, run_dirs):
         saved, now = read_json(os.path.join(run_dir, "args.json")), asdict(member) | {"run_name": run_name}
         if not isinstance(saved, dict):
@@ -316,7 +303,7 @@ def finished_runs(members, run_names, run_dirs):
     sys.exit(0)
 
 
-def open_run_folder(args, run_name, run_dir):
+def open_run_folder(args, run_name, run_dir, code):
     """Takes the run folder for this process and returns the checkpoint of the unfinished run in it, or None for a
     new run, whose args.json and kl/ it writes. A finished run ends the script here (see finished_runs). A folder
     whose earlier start finished no iteration (it failed building the envs, at a non-finite first loss, or was
@@ -324,7 +311,8 @@ def open_run_folder(args, run_name, run_dir):
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
         fail(f"--run-name {run_name}: {run_dir} is a file, not a run folder; pick another --run-name")
-    if args.resume and not os.path.exists(checkpoint_path) and not os.path.exists(os.path.join(run_dir, "summary.json")):
+    if (args.resume and not os.path.exists(checkpoint_path)
+            and not os.path.exists(os.path.join(run_dir, "summary.json"))):
         fail(f"--resume: {run_dir} holds no checkpoint.pt to resume from")
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -337,7 +325,7 @@ def open_run_folder(args, run_name, run_dir):
     if not os.access(run_dir, os.W_OK):
         fail(f"cannot write into --runs-dir {args.runs_dir} (run folder {run_dir} is read-only); give a folder this "
              "user can write")
-    now = asdict(args) | {"run_name": run_name, "code_version": code_version()}
+    now = asdict(args) | {"run_name": run_name, "code_version": code}
     if os.path.exists(checkpoint_path):
         checkpoint = read_checkpoint(checkpoint_path)
         differing = differing_flags(checkpoint["args"], now)
@@ -363,9 +351,9 @@ def open_run_folder(args, run_name, run_dir):
     return None
 
 
-def open_run_folders(members, run_names, run_dirs):
+def open_run_folders(members, run_names, run_dirs, code):
     finished_runs(members, run_names, run_dirs)
-    return run_names, run_dirs, [open_run_folder(m, name, d) for m, name, d in zip(members, run_names, run_dirs)]
+    return run_names, run_dirs, [open_run_folder(m, name, d, code) for m, name, d in zip(members, run_names, run_dirs)]
 
 
 def continuable(run_dir, member, resume):
@@ -404,16 +392,17 @@ def unfinished_runs(args, members):
     return [stamp for _, stamp in sorted(found, reverse=True)]
 
 
-def resolve_runs(args, members):
+def resolve_runs(args, members, code=None):
     """Which runs this command is, before any env is built: (run_names, run_dirs, checkpoints), one each per member
     (the args of each seed's run; one for a single run). --run-name names them ({seed} in it replaced by each seed).
     Without it the command continues the latest unfinished run of the same flags that was started without a name in
     --runs-dir, and says which: rerunning the command a run was started with resumes it, as for a named run. With
-    none, --resume fails, and otherwise a new run is named as CleanRL does."""
+    none, --resume fails, and otherwise a new run is named as CleanRL does. code: this process's code_version()."""
     check_paths(args)
+    code = code or code_version()
     if args.run_name is not None:
         names = [args.run_name.replace("{seed}", str(m.seed)) for m in members]
-        return open_run_folders(members, names, [os.path.join(args.runs_dir, name) for name in names])
+        return open_run_folders(members, names, [os.path.join(args.runs_dir, name) for name in names], code)
     candidates = unfinished_runs(args, members)
     for stamp in candidates:
         names = [default_run_name(m, stamp) for m in members]
@@ -423,7 +412,7 @@ def resolve_runs(args, members):
             more = f" ({len(candidates) - 1} more; --run-name picks one)" if len(candidates) > 1 else ""
             print(f"no --run-name: continuing {', '.join(dirs)}, the latest unfinished run of these flags in "
                   f"{args.runs_dir}{more}", flush=True)
-            return open_run_folders(members, names, dirs)
+            return open_run_folders(members, names, dirs, code)
         for d in held:  # going on in another process
             release_run_folder(d)
     if args.resume:
@@ -446,7 +435,7 @@ def resolve_runs(args, members):
             stamp += 1
         except OSError as e:
             fail(f"cannot write into --runs-dir {args.runs_dir} ({e.strerror or e}); give a folder this user can write")
-    return open_run_folders(members, names, dirs)
+    return open_run_folders(members, names, dirs, code)
 
 
 def resume_hint(args, run_names):
@@ -486,7 +475,8 @@ def discard_kl_after(run_dir, iteration):
 
 def write_tensorboard_layout(writer):
     """Groups the run's scalars on TensorBoard's Custom Scalars dashboard: returns, the KL profile, its contraction,
-    the anatomy of the minibatch updates, the losses. Each chart's tags are regular expressions matched from the tag's start, hence the '$'."""
+    the anatomy of the minibatch updates, the losses. Each chart's tags are regular expressions matched from the tag's
+    start, hence the '$'."""
     def chart(*tags):
         return ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
     writer.add_custom_scalars({
@@ -507,7 +497,8 @@ def write_tensorboard_layout(writer):
             "gradient norm before clipping: global, actor (mean, max over the iteration's updates)": chart(
                 "update/grad_norm_mean", "update/grad_norm_max", "update/actor_grad_norm_mean",
                 "update/actor_grad_norm_max"),
-            "clipping factor of the gradient (1: not clipped)": chart("update/clip_scale_mean", "update/clip_scale_max"),
+            "clipping factor of the gradient (1: not clipped)": chart(
+                "update/clip_scale_mean", "update/clip_scale_max"),
             "L2 norm of the actor's change in one update": chart("update/actor_step_mean", "update/actor_step_max"),
             "minibatch's approximate KL and clip fraction": chart(
                 "update/approx_kl_mean", "update/approx_kl_max", "update/clipfrac_mean", "update/clipfrac_max"),
@@ -537,7 +528,8 @@ def disk_need_bytes(args, iterations_left, obs_dim, act_dim, checkpoint_bytes):
     updates = args.update_epochs * args.num_minibatches
     kept = updates // args.kl_every + 2
     states = args.kl_num_states or args.batch_size
-    kl_file = 4096 + 40 * kept + 24 * updates + (4 * states * (obs_dim + kept * act_dim) if args.kl_save_snapshots else 0)
+    snapshot_bytes = 4 * states * (obs_dim + kept * act_dim) if args.kl_save_snapshots else 0
+    kl_file = 4096 + 40 * kept + 24 * updates + snapshot_bytes
     return 2 * checkpoint_bytes + (iterations_left * kl_file if args.kl else 0)
 
 

@@ -105,7 +105,8 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
             clipped = np.clip(self.cfrc_ext, *env._contact_force_range).reshape(self.num_envs, -1)
             costs = costs + env._contact_cost_weight * np.sum(np.square(clipped), axis=1)
         elif self.kind == "Humanoid":
-            contact_cost = env._contact_cost_weight * np.sum(np.square(self.cfrc_ext.reshape(self.num_envs, -1)), axis=1)
+            forces = self.cfrc_ext.reshape(self.num_envs, -1)
+            contact_cost = env._contact_cost_weight * np.sum(np.square(forces), axis=1)
             costs = costs + np.clip(contact_cost, *env._contact_cost_range)
         reward = rewards - costs
         terminated = ~healthy if getattr(env, "_terminate_when_unhealthy", False) else np.zeros(self.num_envs, bool)
@@ -120,7 +121,8 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
         """mj_resetData, then Gymnasium's reset noise, drawn from each env's own RNG in Gymnasium's order."""
         env = self.reference
         # Gymnasium's set_state ends with mj_forward, whose positions and velocities Ant and Humanoid observe
-        self.batch.reset(ids=ids, stage=mujoco.mjtStage.mjSTAGE_NONE if self.contact_forces else mujoco.mjtStage.mjSTAGE_ACC)
+        stage = mujoco.mjtStage.mjSTAGE_NONE if self.contact_forces else mujoco.mjtStage.mjSTAGE_ACC
+        self.batch.reset(ids=ids, stage=stage)
         scale = env._reset_noise_scale
         for i in ids:
             if self.rngs[i] is None:
@@ -177,7 +179,7 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
         return healthy
 
 
-def make_envs(env_id, num_envs, gamma, norm_stats="shared", capture_video=False, run_dir="", backend="gymnasium",
+def make_envs(env_id, num_envs, gamma, norm_stats="per-env", capture_video=False, run_dir="", backend="gymnasium",
               env_threads=1, device="cpu", num_members=1):
     """num_members x num_envs envs stepped in one process, next-step autoreset, with CleanRL's wrappers: episode
     statistics on the raw rewards, action clipping, observation and reward normalisation, both clipped to [-10, 10].
@@ -189,14 +191,16 @@ def make_envs(env_id, num_envs, gamma, norm_stats="shared", capture_video=False,
     total = num_members * num_envs
     if backend == "warp":
         from warp_envs import CleanRLWrappers, WarpVectorEnv  # imports MuJoCo Warp only when asked for
-        envs = CleanRLWrappers(WarpVectorEnv(env_id, total, device, num_members=num_members), gamma, norm_stats, num_members)
+        envs = CleanRLWrappers(WarpVectorEnv(env_id, total, device, num_members=num_members), gamma, norm_stats,
+                               num_members)
     elif backend == "mujoco-batch":
         envs = GroupedCleanRLWrappers(MujocoBatchEnv(env_id, total, env_threads), gamma, norm_stats, num_members)
     else:
         def make_one(idx):
             def thunk():
                 if capture_video and idx == 0:
-                    env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"), os.path.join(run_dir, "videos"))
+                    env = gym.wrappers.RecordVideo(gym.make(env_id, render_mode="rgb_array"),
+                                                   os.path.join(run_dir, "videos"))
                 else:
                     env = gym.make(env_id)
                 if norm_stats == "per-env":
@@ -204,19 +208,22 @@ def make_envs(env_id, num_envs, gamma, norm_stats="shared", capture_video=False,
                     env = gym.wrappers.RecordEpisodeStatistics(env)
                     env = gym.wrappers.ClipAction(env)
                     env = gym.wrappers.NormalizeObservation(env)
-                    env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+                    env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10),
+                                                            env.observation_space)
                     env = gym.wrappers.NormalizeReward(env, gamma=gamma)
                     env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
                 return env
             return thunk
 
-        envs = gym.vector.SyncVectorEnv([make_one(i) for i in range(total)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        envs = gym.vector.SyncVectorEnv([make_one(i) for i in range(total)],
+                                        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
         if norm_stats == "shared":
             # Flatten only observations that are not flat already: Gymnasium's vector FlattenObservation runs once
             # per env in Python.
             if len(envs.single_observation_space.shape) != 1:
                 envs = gym.wrappers.vector.FlattenObservation(envs)
-            envs = vector_wrappers(envs, gamma) if num_members == 1 else GroupedCleanRLWrappers(envs, gamma, "shared", num_members)
+            envs = (vector_wrappers(envs, gamma) if num_members == 1
+                    else GroupedCleanRLWrappers(envs, gamma, "shared", num_members))
     if num_members > 1:  # for member_envs; a single run's stack holds Gymnasium's attributes only, as before
         envs.num_members = num_members
     return envs
@@ -264,7 +271,9 @@ def normalizers(envs):
     pairs = []
     for holder in holders:
         wrappers = list(wrapper_chain(holder))
-        pairs.append((next(w for w in wrappers if hasattr(w, "obs_rms")), next(w for w in wrappers if hasattr(w, "return_rms"))))
+        obs_normalizer = next(w for w in wrappers if hasattr(w, "obs_rms"))
+        return_normalizer = next(w for w in wrappers if hasattr(w, "return_rms"))
+        pairs.append((obs_normalizer, return_normalizer))
     return pairs
 
 
@@ -309,7 +318,8 @@ def layers(env):
 
 def wrapper_states(env, member=None):
     return [w.state(member) if isinstance(w, GroupedCleanRLWrappers) else
-            {k: copy.deepcopy(v) for k, v in vars(w).items() if isinstance(v, WRAPPER_STATE_TYPES)} for w in layers(env)]
+            {k: copy.deepcopy(v) for k, v in vars(w).items() if isinstance(v, WRAPPER_STATE_TYPES)}
+            for w in layers(env)]
 
 
 def set_wrapper_states(env, saved, member=None):
@@ -419,10 +429,12 @@ def from_vector_wrappers(states):
     """as_vector_wrappers' inverse."""
     _, normalize_reward, _, normalize_observation, _, episode_statistics, *inner = states
     obs_rms, return_rms = normalize_observation["obs_rms"], normalize_reward["return_rms"]
-    s = dict(obs_mean=obs_rms.mean[None], obs_var=obs_rms.var[None], obs_count=np.array([obs_rms.count], dtype=np.float64),
+    s = dict(obs_mean=obs_rms.mean[None], obs_var=obs_rms.var[None],
+             obs_count=np.array([obs_rms.count], dtype=np.float64),
              ret_mean=np.reshape(return_rms.mean, 1), ret_var=np.reshape(return_rms.var, 1),
              ret_count=np.array([return_rms.count], dtype=np.float64),
              frozen=np.array([not normalize_observation["_update_running_mean"]]),
              accumulated_reward=normalize_reward["accumulated_reward"],
-             **{k: episode_statistics[k] for k in ("episode_start_times", "episode_returns", "episode_lengths", "prev_dones")})
+             **{k: episode_statistics[k]
+                for k in ("episode_start_times", "episode_returns", "episode_lengths", "prev_dones")})
     return [s, *inner]

@@ -435,7 +435,8 @@ class CleanRLWrappers:
         info = dict(info, episode_return=self.episode_returns.clone(), episode_length=self.episode_lengths.clone(),
                     episode_done=dones)
         discounted = self.accumulated_reward * self.gamma * (~terminated).double() + reward
-        self.accumulated_reward = torch.where(active, discounted.to(self.accumulated_reward.dtype), self.accumulated_reward)
+        accumulated = self.accumulated_reward
+        self.accumulated_reward = torch.where(active, discounted.to(accumulated.dtype), accumulated)
         running_mean_var_update(self.return_rms, self.accumulated_reward, self.group_size, self.frozen, active)
         self.prev_dones = dones
         reward = (reward / torch.sqrt(self.return_rms["var"][self.group] + self.epsilon)).clamp(-10.0, 10.0)

@@ -21,8 +21,9 @@ from vector_envs import env_state, make_envs, quiet_mujoco, set_env_state  # noq
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--settings", nargs="+", default=["HalfCheetah-v5:500:gymnasium", "HalfCheetah-v5:500:mujoco-batch",
-                                                          "Humanoid-v5:1000:gymnasium"], help="ENV:NUM_ENVS:BACKEND")
+    parser.add_argument("--settings", nargs="+",
+                        default=["HalfCheetah-v5:500:gymnasium", "HalfCheetah-v5:500:mujoco-batch",
+                                 "Humanoid-v5:1000:gymnasium"], help="ENV:NUM_ENVS:BACKEND")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -30,7 +31,7 @@ def main():
     print(f"{'setting':40s} {'checkpoint ms':>14s} {'restore ms':>11s} {'size MiB':>9s} {'env step ms':>12s}")
     for setting in args.settings:
         env_id, num_envs, backend = setting.split(":")
-        envs = make_envs(env_id, int(num_envs), 0.99, backend=backend)
+        envs = make_envs(env_id, int(num_envs), 0.99, "shared", backend=backend)
         envs.reset(seed=1)
         actions = np.zeros(envs.action_space.shape, dtype=np.float32)
         step_s = []

@@ -1,8 +1,8 @@
 """Transitions/s of the env backends against Gymnasium's SyncVectorEnv, measured side by side, rounds interleaved.
 
-    python benchmarks/env_stepping.py                                   # HalfCheetah-v5 and Humanoid-v5, 500 and 1000 envs
+    python benchmarks/env_stepping.py                                # HalfCheetah-v5 and Humanoid-v5, 500 and 1000 envs
     python benchmarks/env_stepping.py --env-ids Walker2d-v5 --num-envs 64 500 --threads 1 2 4
-    python benchmarks/env_stepping.py --wrapped                         # with the training script's wrappers
+    python benchmarks/env_stepping.py --wrapped                      # with the training script's wrappers
     python benchmarks/env_stepping.py --warp cuda --num-envs 1000 4096 16384 --threads 16   # and MuJoCo Warp
 
 Each measurement steps the vector env with uniform random actions (drawn beforehand) for at least --seconds,
@@ -10,7 +10,8 @@ autoresets included; the envs are built and reset outside the timing. Raw envs b
 SyncVectorEnv (the reference, next-step autoreset), vector_envs.MujocoBatchEnv on each thread count and, with
 --warp DEVICE, warp_envs.WarpVectorEnv on that device (actions drawn there, time measured to the device's last
 step). --wrapped puts each inside the training script's wrappers (normalisation, clipping, episode statistics:
-Gymnasium's for the first two, warp_envs.CleanRLWrappers for Warp), as a training run steps them. Ratios are taken within each round, then their median is printed.
+Gymnasium's for the first two, warp_envs.CleanRLWrappers for Warp), as a training run steps them. Ratios are taken
+within each round, then their median is printed.
 """
 import argparse
 import os
@@ -29,12 +30,14 @@ import warp_envs
 
 def build(env_id, num_envs, backend, threads, wrapped, device=None):
     if wrapped:
-        return vector_envs.make_envs(env_id, num_envs, 0.99, backend=backend, env_threads=threads, device=device)
+        return vector_envs.make_envs(env_id, num_envs, 0.99, "shared", backend=backend, env_threads=threads,
+                                     device=device)
     if backend == "warp":
         return warp_envs.WarpVectorEnv(env_id, num_envs, device)
     if backend == "mujoco-batch":
         return vector_envs.MujocoBatchEnv(env_id, num_envs, threads)
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
 def transitions_per_s(envs, seconds, seed):

@@ -32,7 +32,8 @@ def main():
              "--minibatch-size", str(opts.minibatch_size),
              "--total-timesteps", str(opts.iterations * opts.num_envs * opts.num_steps), *opts.extra]
     with tempfile.TemporaryDirectory() as runs_dir:
-        cmd = [sys.executable, os.path.join(ROOT, "ppo_continuous_kl.py"), "--runs-dir", runs_dir, "--run-name", "mem", *flags]
+        cmd = [sys.executable, os.path.join(ROOT, "ppo_continuous_kl.py"), "--runs-dir", runs_dir,
+               "--run-name", "mem", *flags]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux reports KiB
         with open(os.path.join(runs_dir, "mem", "summary.json")) as f:

@@ -34,11 +34,14 @@ from processes import ours_command, ours_setting, run_together  # this folder is
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-seeds", default="1 2 4 8", help="population sizes S, space-separated (default: %(default)s)")
+    parser.add_argument("--num-seeds", default="1 2 4 8",
+                        help="population sizes S, space-separated (default: %(default)s)")
     parser.add_argument("--minibatch-sizes", default="50 1000",
-                        help="minibatch sizes, space-separated, each dividing num_envs x num_steps (default: %(default)s)")
+                        help="minibatch sizes, space-separated, each dividing num_envs x num_steps "
+                             "(default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=5, help="PPO iterations per run (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds; the table takes the median (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds; the table takes the median (default: %(default)s)")
     parser.add_argument("--num-envs", type=int, default=500, help="envs per seed (default: %(default)s)")
     parser.add_argument("--num-steps", type=int, default=100, help="(default: %(default)s)")
     opts = parser.parse_args()
@@ -64,7 +67,8 @@ def main():
                     print(f"round {round_}, minibatch {size}, S = {S}: population {seconds:.1f} s, "
                           f"{S * steps / seconds:,.0f} steps/s per seed", flush=True)
                     if round_ == 1:
-                        print(f"  population ran: {ours_setting(os.path.join(runs_dir, f'pop_{name}.log'))}", flush=True)
+                        print(f"  population ran: {ours_setting(os.path.join(runs_dir, f'pop_{name}.log'))}",
+                              flush=True)
                     share = ["--env-threads", str(max(1, len(os.sched_getaffinity(0)) // S))]
                     cmds = [ours_command(runs_dir, f"single_{name}_s{seed}", opts.num_envs, opts.num_steps, size,
                                          opts.iterations, ["--seed", str(seed)] + share) for seed in range(1, S + 1)]
@@ -85,7 +89,8 @@ def main():
             pop_rss = max(rss for _, rss in population[size, S])
             single_max = max(max(rss) for _, rss in singles[size, S])
             single_sum = max(sum(rss) for _, rss in singles[size, S])
-            print(f"| {size} | {S} | {pop_s:.1f} | {single_s:.1f} | {S * steps / pop_s:,.0f} | {S * steps / single_s:,.0f} "
+            print(f"| {size} | {S} | {pop_s:.1f} | {single_s:.1f} | {S * steps / pop_s:,.0f} "
+                  f"| {S * steps / single_s:,.0f} "
                   f"| {single_s / pop_s:.2f}x | {pop_rss / 2**20:,.0f} MiB | {single_max / 2**20:,.0f} MiB "
                   f"({single_sum / 2**20:,.0f} MiB) |")
     print("target: at minibatch 50, S = 4 in one process >= 3x the per-seed throughput of 4 single runs")

@@ -86,14 +86,15 @@ def main():
     parser.add_argument("--sb3-python", default="/tmp/sb3-venv/bin/python",
                         help="python of a venv with stable-baselines3 (default: %(default)s)")
     parser.add_argument("--minibatch-sizes", default="50 1000",
-                        help="minibatch sizes, space-separated, each dividing num_envs x num_steps (default: %(default)s)")
+                        help="minibatch sizes, space-separated, each dividing num_envs x num_steps "
+                             "(default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=5, help="PPO iterations per run (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds of ours, CleanRL, SB3 per minibatch size; the table takes the median "
                              "(default: %(default)s)")
     parser.add_argument("--ours-flags", default="",
-                        help="extra flags for our script, one quoted string after = (e.g. --ours-flags=\"--compile off\"; "
-                             "default: none, i.e. its default flags)")
+                        help="extra flags for our script, one quoted string after = "
+                             "(e.g. --ours-flags=\"--compile off\"; default: none, i.e. its default flags)")
     parser.add_argument("--num-envs", type=int, default=500, help="(default: %(default)s)")
     parser.add_argument("--num-steps", type=int, default=100, help="(default: %(default)s)")
     opts = parser.parse_args()

@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def timed_run(root, runs_dir, name, flags):
-    cmd = [sys.executable, os.path.join(root, "ppo_continuous_kl.py"), "--runs-dir", runs_dir, "--run-name", name, *flags]
+    cmd = [sys.executable, os.path.join(root, "ppo_continuous_kl.py"), "--runs-dir", runs_dir,
+           "--run-name", name, *flags]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(runs_dir, name, "summary.json")) as f:
         return sum(json.load(f)["iteration_wall_s"][1:])

@@ -45,8 +45,8 @@ def load_args(run_dir):
 def tiny_run(tmp_path_factory):
     """One tiny real HalfCheetah-v5 run with snapshots and a saved model, shared by the tests that read it."""
     scratch = tmp_path_factory.mktemp("scratch")
-    proc, run_dir = run_script(scratch / "runs", "tiny", *TINY, "--kl-save-snapshots", "--save-model", "--eval-episodes", "1",
-                               "--eval-every", "1")
+    proc, run_dir = run_script(scratch / "runs", "tiny", *TINY, "--kl-save-snapshots", "--save-model",
+                               "--eval-episodes", "1", "--eval-every", "1")
     (scratch / "console.txt").write_text(proc.stdout + proc.stderr)
     return run_dir
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from kl_profiling import sample_states
-from ppo_continuous_kl import (Agent, Rollout, clip_grad_norm_per_member, collect_rollout, compute_gae,
-                               flatten_transitions, minibatch_indices, ppo_loss)
+from ppo_continuous_kl import (Agent, Batch, Rollout, clip_grad_norm_per_member, collect_rollout, compute_gae,
+                               flatten_transitions, loss_coefs, minibatch_indices, ppo_loss)
 from vector_envs import make_envs
 
 
@@ -97,8 +97,8 @@ def _replay(args):
                 indices, masks = minibatch_indices(counts, args.num_minibatches, args.minibatch_size, generators)
                 shuffled = [x[members_index, indices] for x in batch]
                 for minibatch in range(args.num_minibatches):
-                    loss, stats = ppo_loss(agent, *(x[minibatch] for x in shuffled),
-                                           None if masks is None else masks[minibatch], args)
+                    loss, stats = ppo_loss(agent, Batch(*(x[minibatch] for x in shuffled)),
+                                           None if masks is None else masks[minibatch], **loss_coefs(args))
                     optimizer.zero_grad()
                     loss.sum().backward()
                     grad = {name: agent.layer(name, agent.params.grad) for name, *_ in agent.layout}

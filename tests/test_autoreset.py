@@ -23,7 +23,7 @@ class Recorder(gym.vector.VectorWrapper):
 
 def test_reset_steps_stay_out_of_the_batch_and_episodes_are_logged_once():
     num_envs, num_steps, iterations = 3, 40, 2
-    envs = make_envs("InvertedPendulum-v5", num_envs, gamma=0.99)
+    envs = make_envs("InvertedPendulum-v5", num_envs, gamma=0.99, norm_stats="shared")
     # one recorder on the raw env (true rewards and ends), one on top (what the agent sees)
     inner = envs
     while not isinstance(inner.env, gym.vector.SyncVectorEnv):
@@ -74,7 +74,8 @@ def test_reset_steps_stay_out_of_the_batch_and_episodes_are_logged_once():
         # and no real transition's advantage or return depends on a reset step's reward or value
         rewards, values = rollout.rewards.clone(), rollout.values.clone()
         rewards[~mask.view(num_steps, 1, num_envs)], values[~mask.view(num_steps, 1, num_envs)] = 1e6, -1e6
-        poisoned_adv, poisoned_ret = compute_gae(rewards, values, rollout.dones, torch.zeros(1, num_envs), next_done, 0.99, 0.95)
+        poisoned_adv, poisoned_ret = compute_gae(rewards, values, rollout.dones, torch.zeros(1, num_envs), next_done,
+                                                 0.99, 0.95)
         torch.testing.assert_close(poisoned_adv[:, 0][mask], b_adv, rtol=0, atol=0)
         torch.testing.assert_close(poisoned_ret[:, 0][mask], b_ret, rtol=0, atol=0)
         # ...and what the agent saw before each real transition is what the env returned the step before

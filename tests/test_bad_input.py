@@ -16,7 +16,8 @@ CASES = [
     (["--num-steps", "-1"], "--num-steps must be a positive integer"),
     (["--update-epochs", "0"], "--update-epochs must be a positive integer"),
     (["--total-timesteps", "100"], "--total-timesteps 100 is less than one iteration"),
-    (["--env-id", "HalfCheetah-v9"], "--env-id 'HalfCheetah-v9' is not a registered Gymnasium env; close matches: HalfCheetah-v5"),
+    (["--env-id", "HalfCheetah-v9"],
+     "--env-id 'HalfCheetah-v9' is not a registered Gymnasium env; close matches: HalfCheetah-v5"),
     (["--env-id", "nosuchmodule:Foo-v0"], "--env-id 'nosuchmodule:Foo-v0': cannot import 'nosuchmodule'"),
     (["--kl-num-states", "129"], "--kl-num-states must be in [0, num_envs x num_steps = 128]"),
     (["--kl-num-states", "-1"], "--kl-num-states must be in [0, num_envs x num_steps = 128]"),
@@ -29,7 +30,8 @@ CASES = [
      "--env-backend mujoco-batch supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5, Humanoid-v5 "
      "(Gymnasium's defaults), got 'Swimmer-v5'"),
     (["--env-backend", "warp", "--env-id", "Ant-v5"],
-     "--env-backend warp refuses --env-id Ant-v5: MuJoCo Warp 4.0.0 orients plane-capsule contact frames unlike MuJoCo"),
+     "--env-backend warp refuses --env-id Ant-v5: MuJoCo Warp 4.0.0 orients plane-capsule contact frames "
+     "unlike MuJoCo"),
     (["--env-backend", "warp", "--env-id", "Swimmer-v5"],
      "--env-backend warp supports --env-id HalfCheetah-v5, Hopper-v5, Walker2d-v5, Humanoid-v5 (Gymnasium's defaults), "
      "got 'Swimmer-v5'"),
@@ -62,7 +64,8 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     os.makedirs(tmp_path / "taken" / "kl")
     (tmp_path / "taken" / "args.json").write_text("{}")
     (tmp_path / "taken" / "kl" / "iter_00001.npz").write_text("")
-    proc, _ = run_script(tmp_path, "taken", "--num-envs", "4", "--num-steps", "32", "--total-timesteps", "256", check=False)
+    proc, _ = run_script(tmp_path, "taken", "--num-envs", "4", "--num-steps", "32", "--total-timesteps", "256",
+                         check=False)
     assert proc.returncode != 0 and "already holds a run" in proc.stderr
     assert (tmp_path / "taken" / "args.json").read_text() == "{}"
 
@@ -73,8 +76,8 @@ def test_unwritable_runs_dir_fails_before_training(tmp_path):
     proc, _ = run_script(blocker, "x", "--env-id", "InvertedPendulum-v5", "--num-envs", "4", "--num-steps", "32",
                          "--total-timesteps", "256", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == [f"error: --runs-dir {blocker} is a file, not a folder; give a folder (it "
-                                                "is created if missing)"]
+    assert proc.stderr.strip().splitlines() == [f"error: --runs-dir {blocker} is a file, not a folder; "
+                                                "give a folder (it is created if missing)"]
 
 
 def test_run_folder_stays_inside_runs_dir(tmp_path):

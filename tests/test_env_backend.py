@@ -14,7 +14,8 @@ from test_resume import scalars
 
 
 def gymnasium_envs(env_id, num_envs):
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
 
 
 @pytest.mark.parametrize("env_id", vector_envs.MUJOCO_BATCH_ENVS)
@@ -46,21 +47,24 @@ def test_transitions_equal_gymnasium_step_by_step(env_id, env_threads):
 
 def test_wrapped_envs_and_episode_statistics_equal_gymnasium():
     """The training script's whole env stack (normalisation, clipping, episode statistics) on either backend."""
-    stacks = [vector_envs.make_envs("Walker2d-v5", 3, 0.99, backend=backend) for backend in ("gymnasium", "mujoco-batch")]
+    stacks = [vector_envs.make_envs("Walker2d-v5", 3, 0.99, "shared", backend=backend)
+              for backend in ("gymnasium", "mujoco-batch")]
     first = [envs.reset(seed=5)[0] for envs in stacks]
     np.testing.assert_array_equal(first[0], first[1])
     rng = np.random.default_rng(1)
     episodes = 0
     for t in range(300):
         action = rng.normal(size=(3, 6)).astype(np.float32)
-        (obs_ref, rew_ref, term_ref, trunc_ref, info_ref), (obs, rew, term, trunc, info) = (envs.step(action) for envs in stacks)
+        ((obs_ref, rew_ref, term_ref, trunc_ref, info_ref),
+         (obs, rew, term, trunc, info)) = (envs.step(action) for envs in stacks)
         np.testing.assert_array_equal(obs, obs_ref)
         np.testing.assert_array_equal(rew, rew_ref)
         np.testing.assert_array_equal(term | trunc, term_ref | trunc_ref)
         assert ("episode" in info) == ("episode" in info_ref)
         if "episode" in info:
             np.testing.assert_array_equal(info["_episode"], info_ref["_episode"])
-            np.testing.assert_array_equal(info["episode"]["r"][info["_episode"]], info_ref["episode"]["r"][info_ref["_episode"]])
+            np.testing.assert_array_equal(info["episode"]["r"][info["_episode"]],
+                                          info_ref["episode"]["r"][info_ref["_episode"]])
             episodes += info["_episode"].sum()
     assert episodes >= 5
     stats, stats_ref = (vector_envs.get_norm_stats(envs) for envs in reversed(stacks))
@@ -83,7 +87,8 @@ def assert_same_step(got, want, where, envs=slice(None)):
         for key in info_ref["episode"]:
             if key != "t":
                 assert info["episode"][key].dtype == info_ref["episode"][key].dtype, (key, where)
-                np.testing.assert_array_equal(info["episode"][key][envs], info_ref["episode"][key], err_msg=f"{key} at {where}")
+                np.testing.assert_array_equal(info["episode"][key][envs], info_ref["episode"][key],
+                                              err_msg=f"{key} at {where}")
     return info_ref["_episode"].sum() if ended else 0
 
 
@@ -107,7 +112,8 @@ def test_per_env_statistics_equal_gymnasiums_single_env_wrappers(env_id):
     assert first.dtype == first_ref.dtype and batched.single_observation_space == reference.single_observation_space
     np.testing.assert_array_equal(first, first_ref)
     rng = np.random.default_rng(2)
-    actions = rng.uniform(-1.5, 1.5, (num_steps + 30, num_envs) + reference.single_action_space.shape).astype(np.float32)
+    shape = (num_steps + 30, num_envs) + reference.single_action_space.shape
+    actions = rng.uniform(-1.5, 1.5, shape).astype(np.float32)
     episodes, ended, was_reset = 0, 0, False
     for t, action in enumerate(actions):
         if t >= 1000 and ended and not was_reset:  # the whole vector env, just after an episode's end
@@ -147,7 +153,8 @@ def test_population_equals_separate_runs(backend, norm_stats):
         for m, run in enumerate(runs):
             envs = slice(m * n, (m + 1) * n)
             ended += assert_same_step(got, run.step(action[envs]), f"member {m} step {t}", envs)
-            assert_same_stats(vector_envs.get_norm_stats(population, member=m), vector_envs.get_norm_stats(run), f"member {m} step {t}")
+            assert_same_stats(vector_envs.get_norm_stats(population, member=m), vector_envs.get_norm_stats(run),
+                              f"member {m} step {t}")
         episodes += ended
     assert was_reset and episodes >= 20
     rows = vector_envs.get_norm_stats(population)["obs_mean"]

@@ -45,8 +45,8 @@ def row(rows, finding, env="HalfCheetah-v5", reading=None):
 
 def check(specs, shapes=((1000, 50), (100, 500)), evals=(), sizes=(50, 1000)):
     runs, returns, ev, kl = frames(specs, evals)
-    return check_findings(runs, returns, ev, kl, pd.DataFrame(columns=["run", "phase", "iteration", "curve", "pct", "kl"]),
-                          sizes, shapes)
+    return check_findings(runs, returns, ev, kl,
+                          pd.DataFrame(columns=["run", "phase", "iteration", "curve", "pct", "kl"]), sizes, shapes)
 
 
 SIZES = (50, 100, 250, 500, 1000)
@@ -161,7 +161,8 @@ def test_runs_ending_at_different_steps_are_compared_at_a_common_step():
     # with evaluations, the last evaluation every run has: 100 x 500 evaluated on at 3M, 1000 x 50 up to 2M
     evals = [(r, s, s / 1e4 + i) for i, r in enumerate(runs.run) for s in (1e6, 2e6, 3e6)
              if not (s == 3e6 and "1000x50" in r)]
-    at, step, kind = returns_at_common_step(runs.run, returns, pd.DataFrame(evals, columns=["run", "step", "eval_return"]))
+    at, step, kind = returns_at_common_step(runs.run, returns,
+                                            pd.DataFrame(evals, columns=["run", "step", "eval_return"]))
     assert (step, kind) == (2e6, "evaluation") and at.iloc[-1] == 200 + len(runs) - 1
     # runs 0-2 are 1000 x 50 (returns 200, 201, 202 at 2M), runs 3-5 100 x 500 (203, 204, 205)
     assert row(check(specs, evals=evals), 4).estimate == pytest.approx(-3)
@@ -209,7 +210,8 @@ def test_returns_beside_the_published_ones():
     index = {r: i for i, r in enumerate(runs.run)}
     at_1m = [index[f"HalfCheetah-v5__500x100__mb1000__s{s}"] * 1e3 + 8 for s in seeds]
     assert (cheetah["budget_step"], cheetah["budget_kind"]) == (0.8e6, "evaluation")
-    assert cheetah["budget_mean"] == pytest.approx(np.mean(at_1m)) and cheetah["budget_std"] == pytest.approx(np.std(at_1m, ddof=1))
+    assert (cheetah["budget_mean"] == pytest.approx(np.mean(at_1m))
+            and cheetah["budget_std"] == pytest.approx(np.std(at_1m, ddof=1)))
     assert cheetah["end_step"] == 2.4e6 and cheetah["end_mean"] == pytest.approx(np.mean(at_1m) + 16)
     # without evaluations: returns grow linearly from 0 to `ret` at 3M, so at 1M they are a third of it
     rows = findings.beside_published(runs, returns, evals.iloc[:0])
@@ -229,7 +231,8 @@ def test_anatomy_rows_compare_the_pair_per_update_by_thirds():
         small = run.minibatch_size == 50
         for it in range(1, 61):
             jitter = 1 + 0.01 * run.seed
-            rows.append(dict(run=run.run, iteration=it, seq_kl_mean=1e-5, grad_norm_mean=(2.0 if small else 1.0) * jitter,
+            rows.append(dict(run=run.run, iteration=it, seq_kl_mean=1e-5,
+                             grad_norm_mean=(2.0 if small else 1.0) * jitter,
                              actor_grad_norm_mean=1.0, clip_scale_mean=(0.25 if small else 0.5) * jitter,
                              actor_step_mean=1e-3, approx_kl_mean=1e-3, clipfrac_mean=0.1))
     anatomy = pd.DataFrame(rows)

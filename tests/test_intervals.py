@@ -8,7 +8,7 @@ from scipy import stats
 
 import findings
 import intervals
-from intervals import against_level, equivalence, rank_trend, simulated_coverage, two_settings, welch
+from intervals import against_level, equivalence, rank_trend, simulated_coverage, two_settings
 
 @pytest.mark.parametrize("noise", ["normal", "t3"])
 @pytest.mark.parametrize("kind", ["difference", "ratio"])

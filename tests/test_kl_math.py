@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from kl_profiling import contraction_rate, diag_gaussian_kl, kl_profile
+from kl_profiling import contraction_rate, kl_from_mean_gap, kl_profile
+
+
+def diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):
+    """KL(p || q) of diagonal Gaussians, summed over the action dimension, as the snapshot store computes it."""
+    return kl_from_mean_gap((mean_p - mean_q) ** 2, logstd_p, logstd_q)
 
 
 def reference_kl(mean_p, logstd_p, mean_q, logstd_q):
@@ -18,7 +23,8 @@ def reference_kl(mean_p, logstd_p, mean_q, logstd_q):
 def test_diag_gaussian_kl_matches_torch(act_dim, logstd_scale):
     g = torch.Generator().manual_seed(act_dim)
     shape = (256, act_dim)
-    mean_p, mean_q = torch.randn(shape, generator=g, dtype=torch.float64) * 3, torch.randn(shape, generator=g, dtype=torch.float64) * 3
+    mean_p = torch.randn(shape, generator=g, dtype=torch.float64) * 3
+    mean_q = torch.randn(shape, generator=g, dtype=torch.float64) * 3
     logstd_p = torch.randn(shape, generator=g, dtype=torch.float64) * logstd_scale
     logstd_q = torch.randn(shape, generator=g, dtype=torch.float64) * logstd_scale
     ours = diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q)
@@ -41,7 +47,8 @@ def test_diag_gaussian_kl_tiny_divergences_do_not_cancel():
     # consecutive snapshots differ by ~1e-7 in log-std; the naive formula loses this to rounding
     logstd_p = torch.zeros(5, dtype=torch.float64)
     logstd_q = torch.full((5,), 1e-7, dtype=torch.float64)
-    ours = diag_gaussian_kl(torch.zeros(5, dtype=torch.float64), logstd_p, torch.zeros(5, dtype=torch.float64), logstd_q)
+    ours = diag_gaussian_kl(torch.zeros(5, dtype=torch.float64), logstd_p, torch.zeros(5, dtype=torch.float64),
+                            logstd_q)
     # KL = sum_d (r + e^{-2r}/2 - 1/2) = sum_d r^2 (1 - 2r/3 + ...) for log-std gap r
     r = 1e-7
     assert ours.item() == pytest.approx(5 * r**2 * (1 - 2 * r / 3), rel=1e-6)

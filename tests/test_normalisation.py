@@ -32,12 +32,12 @@ def test_statistics_are_shared_or_per_env(norm_stats, rows, backend):
 
 @pytest.mark.parametrize("backend", ["gymnasium", "mujoco-batch"])
 def test_frozen_statistics_normalise_and_stay_put(backend):
-    train = make_envs("Hopper-v5", 2, gamma=0.99)
+    train = make_envs("Hopper-v5", 2, gamma=0.99, norm_stats="shared")
     step_randomly(train, 50)
     saved = get_norm_stats(train)
-    evaluation = make_envs("Hopper-v5", 1, gamma=0.99, backend=backend)
+    evaluation = make_envs("Hopper-v5", 1, gamma=0.99, norm_stats="shared", backend=backend)
     set_norm_stats(evaluation, saved, frozen=True)
-    raw = make_envs("Hopper-v5", 1, gamma=0.99)
+    raw = make_envs("Hopper-v5", 1, gamma=0.99, norm_stats="shared")
     raw_obs = step_randomly(raw.unwrapped, 30, seed=5)  # the same episode, unnormalised
     obs = step_randomly(evaluation, 30, seed=5)
     expected = np.clip((raw_obs - saved["obs_mean"][0]) / np.sqrt(saved["obs_var"][0] + 1e-8), -10, 10)
@@ -162,7 +162,7 @@ def test_mujoco_batch_checkpoint_of_gymnasiums_vector_wrappers_continues():
     """A mujoco-batch checkpoint written when Gymnasium's vector wrappers normalised its envs resumes in
     GroupedCleanRLWrappers."""
     old = vector_wrappers(MujocoBatchEnv("Hopper-v5", 3), 0.99)
-    envs = make_envs("Hopper-v5", 3, 0.99, backend="mujoco-batch")
+    envs = make_envs("Hopper-v5", 3, 0.99, "shared", backend="mujoco-batch")
     rng = run_past_an_episode_end(old, seed=1)
     envs.reset(seed=2)
     set_env_state(envs, env_state(old))

@@ -145,7 +145,8 @@ def test_summary_keeps_each_updates_anatomy(tiny_sweeps, summary):
         assert len(row) == 1, (run, int(f["iteration"]))
         for name in plot_kl.ANATOMY:
             np.testing.assert_allclose(row[f"{name}_mean"].item(), np.mean(f[name], dtype=np.float64), rtol=1e-5)
-            kept = profiles[(profiles.run == run) & (profiles.iteration == int(f["iteration"])) & (profiles.quantity == name)]
+            kept = profiles[(profiles.run == run) & (profiles.iteration == int(f["iteration"]))
+                            & (profiles.quantity == name)]
             for phase, one in kept.groupby("phase"):
                 centres = (np.minimum(np.arange(1, len(f[name]) + 1) * 100 // len(f[name]), 99) + 0.5)
                 np.testing.assert_allclose(one.sort_values("pct").pct, centres)
@@ -442,12 +443,14 @@ def test_committed_results_are_what_their_data_draws(tmp_path):
     block. A figure or a number left stale after a change to plot_kl.py or findings.py fails here."""
     results = os.path.dirname(COMMITTED)
     shutil.copy(os.path.join(results, "README.md"), tmp_path / "README.md")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "plot_kl.py"), "--data", COMMITTED, "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, os.path.join(ROOT, "plot_kl.py"), "--data", COMMITTED, "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     drawn = sorted(f for f in os.listdir(tmp_path) if os.path.isfile(tmp_path / f))
     committed = sorted(f for f in os.listdir(results) if os.path.isfile(os.path.join(results, f)))
     assert drawn == committed
     drawn.append(os.path.join("data", "verdicts.csv"))  # the verdicts, which the claims and the README are made from
-    stale = [f for f in drawn if (tmp_path / f).read_bytes() != open(os.path.join(results, f), "rb").read()]
-    assert not stale, f"regenerate docs/results (python plot_kl.py --data docs/results/data --out docs/results): {stale}"
+    stale = [f for f in drawn
+             if (tmp_path / f).read_bytes() != open(os.path.join(results, f), "rb").read()]
+    assert not stale, ("regenerate docs/results (python plot_kl.py --data docs/results/data --out docs/results): "
+                       f"{stale}")

@@ -4,29 +4,25 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import torch
 from torch.distributions import Normal
 
 from conftest import SCRIPT, TINY, load_args, load_kl, run_script
-from ppo_continuous_kl import Agent, clip_grad_norm_per_member, minibatch_indices, ppo_loss
+from ppo_continuous_kl import Agent, Args, Batch, minibatch_indices, minibatch_update, ppo_loss
 from test_resume import scalars
 
-LOSS_ARGS = types.SimpleNamespace(clip_coef=0.2, norm_adv=True, clip_vloss=True, ent_coef=0.01, vf_coef=0.5)
+ARGS = Args(ent_coef=0.01)  # CleanRL's loss coefficients and gradient clipping, with an entropy bonus
+LOSS = dict(clip_coef=0.2, norm_adv=True, clip_vloss=True, ent_coef=0.01, vf_coef=0.5)
 HOPPER = [*TINY, "--env-id", "Hopper-v5", "--kl-save-snapshots"]  # Hopper falls: members' batches differ in size
 
 
 def update(agent, batch, mask):
-    """One minibatch update as the script makes it; returns the losses."""
+    """One minibatch update, the script's own; returns the losses."""
     optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5, fused=True)
-    loss, _ = ppo_loss(agent, *batch, mask, LOSS_ARGS)
-    optimizer.zero_grad()
-    loss.sum().backward()
-    clip_grad_norm_per_member(agent.params.grad, 0.5)
-    optimizer.step()
-    return loss.detach()
+    loss, _ = minibatch_update(agent, optimizer, Batch(*batch), mask, ARGS)
+    return loss
 
 
 def random_batch(members, size, seed=0):
@@ -57,7 +53,7 @@ def test_loss_is_cleanrls_on_each_member():
     with torch.no_grad():
         agent.layer("actor_logstd", agent.params).uniform_(-1, 0.5)
     obs, actions, old_logprobs, advantages, returns, old_values = random_batch(2, 40, seed=3)
-    loss, stats = ppo_loss(agent, obs, actions, old_logprobs, advantages, returns, old_values, None, LOSS_ARGS)
+    loss, stats = ppo_loss(agent, Batch(obs, actions, old_logprobs, advantages, returns, old_values), None, **LOSS)
     for m in range(2):
         with torch.no_grad():
             mean = agent.actor_mean(obs)[m]

@@ -22,7 +22,8 @@ LONG = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--tot
 def start_and_stop(runs_dir, run_name, flags, signum, after_kl_files):
     """Starts a run as a user would and sends it `signum` once `after_kl_files` iterations are logged."""
     cmd = [sys.executable, SCRIPT, "--runs-dir", str(runs_dir), "--run-name", run_name, *flags]
-    proc = subprocess.Popen(cmd, cwd=os.path.dirname(str(runs_dir)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=os.path.dirname(str(runs_dir)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     kl_dir = os.path.join(str(runs_dir), run_name, "kl")
     deadline = time.time() + 300
     while not (os.path.isdir(kl_dir) and len(os.listdir(kl_dir)) >= after_kl_files):
@@ -145,7 +146,8 @@ def test_finished_run_is_not_rerun_and_resume_needs_a_checkpoint(tiny_run, tmp_p
     proc, _ = run_script(runs_dir, name, "--num-envs", "4", check=False)
     assert proc.returncode != 0 and "holds a finished run (summary.json)" in proc.stderr
     proc, run_dir = run_script(tmp_path, "none", "--resume", check=False)
-    assert proc.returncode != 0 and proc.stderr.strip() == f"error: --resume: {run_dir} holds no checkpoint.pt to resume from"
+    assert (proc.returncode != 0
+            and proc.stderr.strip() == f"error: --resume: {run_dir} holds no checkpoint.pt to resume from")
     assert not os.path.exists(run_dir)
 
 
@@ -157,7 +159,8 @@ def small_disk(tmp_path):
     def mount(kib):
         point = tmp_path / f"disk{len(mounts)}"
         point.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(point)], capture_output=True, text=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(point)],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a small tmpfs to fill up here: {proc.stderr.strip()}")
         mounts.append(point)
@@ -173,7 +176,8 @@ def test_full_disk_fails_before_training(small_disk):
     disk = small_disk(64)
     proc, run_dir = run_script(disk / "runs", "r", *tiny, "--total-timesteps", "256", check=False)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and lines[-1].startswith(f"error: cannot write the checkpoint {run_dir}/checkpoint.pt (No space left"), proc.stderr
+    assert proc.returncode != 0 and lines[-1].startswith(
+        f"error: cannot write the checkpoint {run_dir}/checkpoint.pt (No space left"), proc.stderr
     assert not os.listdir(os.path.join(run_dir, "kl")) and not any(f.startswith("events") for f in os.listdir(run_dir))
     # room for the first checkpoint, not for the KL files of 200 iterations
     disk = small_disk(512)

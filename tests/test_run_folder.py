@@ -93,8 +93,10 @@ def test_runs_dir_that_cannot_hold_runs_is_refused(tmp_path, monkeypatch):
     afile.write_text("not a folder")
     for runs_dir, start in [("", "error: --runs-dir '': give the path of a folder"),
                             (str(afile), f"error: --runs-dir {afile} is a file, not a folder"),
-                            (str(afile / "runs"), f"error: cannot write into --runs-dir {afile / 'runs'} (Not a directory)")]:
-        assert error_of(lambda: run_folder.resolve_runs(args := command_args(runs_dir, run_name="r"), [args])).startswith(start)
+                            (str(afile / "runs"),
+                             f"error: cannot write into --runs-dir {afile / 'runs'} (Not a directory)")]:
+        assert error_of(lambda: run_folder.resolve_runs(args := command_args(runs_dir, run_name="r"),
+                                                        [args])).startswith(start)
     # '~' as the shell would have expanded it
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     args = command_args("~/runs", run_name="r")
@@ -106,7 +108,8 @@ def test_unwritable_runs_dir_is_refused(tmp_path):
     """A read-only file system (permission bits do not stop root): neither a new run nor a stopped one goes on."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True, text=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -155,7 +158,8 @@ def test_command_without_run_name_continues_the_latest_unfinished_run_of_its_fla
     fake_run(tmp_path, run_folder.default_run_name(args, 200), args, iteration=5, mtime=2000)
     # not candidates: newer, but finished, of other flags, named by hand, or of another seed
     fake_run(tmp_path, run_folder.default_run_name(args, 300), args, iteration=9, finished=True, mtime=4000)
-    fake_run(tmp_path, run_folder.default_run_name(args, 400), replace(args, learning_rate=1e-3), iteration=1, mtime=4000)
+    fake_run(tmp_path, run_folder.default_run_name(args, 400), replace(args, learning_rate=1e-3), iteration=1,
+             mtime=4000)
     fake_run(tmp_path, "mine", args, iteration=1, mtime=4000)
     fake_run(tmp_path, run_folder.default_run_name(args, 500, seed=2), replace(args, seed=2), iteration=1, mtime=4000)
     for resume in (False, True):
@@ -226,15 +230,18 @@ def test_start_that_finished_no_iteration_does_not_block_its_name(tmp_path, caps
         writer.add_text("hyperparameters", "x")
     _, _, checkpoints = run_folder.resolve_runs(args, [args])
     assert checkpoints == [None] and load_args(run_dir)["env_id"] == "HalfCheetah-v5"
-    assert sorted(os.listdir(run_dir)) == ["args.json", "kl", "notes.txt"] and os.listdir(os.path.join(run_dir, "kl")) == []
-    assert "over: its earlier start finished no iteration (removed: args.json, checkpoint.pt, events.out" in capsys.readouterr().out
+    assert (sorted(os.listdir(run_dir)) == ["args.json", "kl", "notes.txt"]
+            and os.listdir(os.path.join(run_dir, "kl")) == [])
+    assert ("over: its earlier start finished no iteration (removed: args.json, checkpoint.pt, events.out"
+            in capsys.readouterr().out)
     run_folder.release_run_folder(run_dir)
     # an iteration logged (here only in TensorBoard, as with --no-kl between checkpoints) is a run to keep
     fake_run(tmp_path, "r", replace(args, env_id="Hopper-v5"), iteration=0)
     with SummaryWriter(run_dir) as writer:
         writer.add_scalar("charts/SPS", 1.0, 128)
     assert error_of(lambda: run_folder.resolve_runs(args, [args])).startswith(
-        f"error: cannot resume {run_dir} with other flags than its checkpoint's: --env-id HalfCheetah-v5 (checkpoint: Hopper-v5)")
+        f"error: cannot resume {run_dir} with other flags than its checkpoint's: "
+        "--env-id HalfCheetah-v5 (checkpoint: Hopper-v5)")
 
 
 # ---- KL files, generators of another device, TensorBoard layout
@@ -284,7 +291,7 @@ def test_tensorboard_layout_reads_back(tmp_path):
     assert tags["returns"][:2] == ["^charts/episodic_return$", "^eval/episodic_return$"]
     assert tags["KL"] == ["^kl/seq_kl_mean$", "^kl/ref_kl_start$"]
     assert tags["contraction"] == ["^kl/gamma_D$", "^kl/gamma_D_per_pct$", "^kl/ref_kl_decrease_frac$"]
-    from kl_profiling import ANATOMY  # each anatomy quantity's mean and max, the tags the script logs
+    from run_record import ANATOMY  # each anatomy quantity's mean and max, the tags the script logs
     assert sorted(tags["update"]) == sorted(f"^update/{name}_{stat}$" for name in ANATOMY for stat in ("mean", "max"))
 
 
@@ -339,7 +346,8 @@ def test_run_without_a_name_resumes_with_the_command_that_started_it(tmp_path):
     # the command the run was started with, again: it resumes and finishes the run, in its folder
     proc = train(tmp_path, *flags)
     assert proc.returncode == 0, proc.stderr
-    assert f"no --run-name: continuing {run_dir}" in proc.stdout and f"resuming {run_dir} after iteration" in proc.stdout
+    assert (f"no --run-name: continuing {run_dir}" in proc.stdout
+            and f"resuming {run_dir} after iteration" in proc.stdout)
     assert list(runs.iterdir()) == [run_dir] and (run_dir / "summary.json").exists()
     assert [int(f["iteration"]) for f in load_kl(str(run_dir))] == list(range(1, 9))
 
@@ -358,10 +366,12 @@ def restarted_run(tmp_path_factory):
 def test_failed_starts_do_not_block_the_corrected_command(restarted_run):
     (crash, nan, corrected), run_dir = restarted_run
     assert crash.returncode != 0 and "this env fails on reset, on purpose" in crash.stderr
-    assert nan.returncode == 1 and nan.stderr.strip().splitlines()[-1].startswith("error: non-finite loss at iteration 1"), nan.stderr
+    assert nan.returncode == 1 and nan.stderr.strip().splitlines()[-1].startswith(
+        "error: non-finite loss at iteration 1"), nan.stderr
     assert f"starting {run_dir} over: its earlier start finished no iteration (removed: args.json, kl)" in nan.stdout
     assert corrected.returncode == 0, corrected.stderr
-    assert f"starting {run_dir} over: its earlier start finished no iteration (removed: args.json, checkpoint.pt, events" in corrected.stdout
+    assert (f"starting {run_dir} over: its earlier start finished no iteration "
+            "(removed: args.json, checkpoint.pt, events" in corrected.stdout)
     assert load_args(str(run_dir))["env_id"] == "InvertedPendulum-v5"
     assert [int(f["iteration"]) for f in load_kl(str(run_dir))] == [1, 2]
     assert len([f for f in os.listdir(run_dir) if f.startswith("events.out")]) == 1
@@ -417,7 +427,8 @@ def test_resume_rewrites_the_kl_files_of_the_iterations_it_redoes(crashed_betwee
     (copy / "kl" / "iter_00006.npz.tmp").write_bytes(b"half written")
     proc, _ = run_script(runs, "r", *flags, check=False)
     assert proc.stderr.strip().splitlines()[-1].startswith("error: non-finite loss at iteration 7"), proc.stderr
-    assert "removed 3 file(s) of iterations after the checkpoint's (iter_00005.npz, iter_00006.npz, iter_00006.npz.tmp)" in proc.stdout
+    assert ("removed 3 file(s) of iterations after the checkpoint's (iter_00005.npz, iter_00006.npz, "
+            "iter_00006.npz.tmp)" in proc.stdout)
     assert sorted(os.listdir(copy / "kl")) == [f"iter_{i:05d}.npz" for i in range(1, 7)]
     # redone on the same CPU: the same profiles, written anew, and TensorBoard holds each iteration once
     for first, redone in zip(load_kl(run_dir), load_kl(str(copy)), strict=True):
@@ -432,7 +443,8 @@ def test_checkpoint_of_a_gpu_run_resumes_on_the_cpu(crashed_between_checkpoints,
     runs, copy = copy_run(run_dir, tmp_path)
     checkpoint = torch.load(copy / "checkpoint.pt", weights_only=False)
     rngs = checkpoint["rngs"]
-    rngs.update(device="cuda", kl=cuda_like_state(1, 0), **({"member": cuda_like_state(1, 0)} if "member" in rngs else {}))
+    rngs.update(device="cuda", kl=cuda_like_state(1, 0),
+                **({"member": cuda_like_state(1, 0)} if "member" in rngs else {}))
     torch.save(checkpoint, copy / "checkpoint.pt")
     proc, _ = run_script(runs, "r", *flags, "--no-cuda", check=False)
     assert "Traceback" not in proc.stderr, proc.stderr

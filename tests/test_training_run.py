@@ -34,7 +34,8 @@ def test_kl_files_hold_one_profile_per_iteration(tiny_run):
 
 def test_snapshots_recompute_the_logged_kl(tiny_run):
     for f in load_kl(tiny_run):
-        states, means, logstds = f["states"], torch.as_tensor(f["means"]).double(), torch.as_tensor(f["logstds"]).double()
+        states = f["states"]
+        means, logstds = torch.as_tensor(f["means"]).double(), torch.as_tensor(f["logstds"]).double()
         assert states.shape == (128, 17) and means.shape == (41, 128, 6) and logstds.shape == (41, 6)
         policies = [Independent(Normal(means[i], logstds[i].exp().expand_as(means[i])), 1) for i in range(len(means))]
         seq = [kl_divergence(policies[i + 1], policies[i]).mean().item() for i in range(len(means) - 1)]

@@ -172,7 +172,8 @@ class TensorEnv:
 
     def __init__(self, envs):
         self.envs, self.num_envs, self.device = envs, envs.num_envs, torch.device("cpu")
-        self.single_observation_space, self.single_action_space = envs.single_observation_space, envs.single_action_space
+        self.single_observation_space = envs.single_observation_space
+        self.single_action_space = envs.single_action_space
 
     def reset(self, seed=None):
         obs, info = self.envs.reset(seed=seed)
@@ -202,7 +203,8 @@ def test_torch_wrappers_match_gymnasium_wrappers(norm_stats, num_members):
     for step in range(300):
         if step == 250:  # the per-env discounted return outlives a reset of the vector env, the shared one does not
             np.testing.assert_allclose(ours.reset()[0].numpy(), reference.reset()[0], rtol=1e-5, atol=1e-5)
-        action = rng.normal(0, 1.5, size=(n * num_members, 3)).astype(np.float32)  # beyond the action box: clipping matters
+        # beyond the action box: clipping matters
+        action = rng.normal(0, 1.5, size=(n * num_members, 3)).astype(np.float32)
         obs_ref, reward_ref, terminated_ref, truncated_ref, info = reference.step(action)
         obs_ours, reward_ours, terminated, truncated, info_ours = ours.step(torch.from_numpy(action))
         np.testing.assert_allclose(obs_ours.numpy(), obs_ref, rtol=1e-5, atol=1e-5, err_msg=f"step {step}")
@@ -211,7 +213,8 @@ def test_torch_wrappers_match_gymnasium_wrappers(norm_stats, num_members):
         np.testing.assert_array_equal(info_ours["episode_done"].numpy(), done)
         if done.any():
             episodes += done.sum()
-            np.testing.assert_allclose(info_ours["episode_return"].numpy()[done], info["episode"]["r"][done], rtol=1e-12)
+            np.testing.assert_allclose(info_ours["episode_return"].numpy()[done], info["episode"]["r"][done],
+                                       rtol=1e-12)
             np.testing.assert_array_equal(info_ours["episode_length"].numpy()[done], info["episode"]["l"][done])
     assert episodes > 20
     # per env, each statistic takes one float64 value at a time on either side; shared ones are float32 returns'
@@ -219,7 +222,8 @@ def test_torch_wrappers_match_gymnasium_wrappers(norm_stats, num_members):
     stats_ref, stats_ours = get_norm_stats(reference), ours.norm_stats()
     for key in stats_ref:
         assert stats_ours[key].shape == stats_ref[key].shape, key
-        np.testing.assert_allclose(stats_ours[key], stats_ref[key], rtol=1e-9 if norm_stats == "per-env" else 1e-6, err_msg=key)
+        np.testing.assert_allclose(stats_ours[key], stats_ref[key], rtol=1e-9 if norm_stats == "per-env" else 1e-6,
+                                   err_msg=key)
     if num_members > 1:
         for key, value in ours.norm_stats(member=1).items():
             np.testing.assert_array_equal(value, stats_ours[key][1:], err_msg=key)
