@@ -1,6 +1,8 @@
-"""The two sweep scripts: exact commands, deterministic names, bad options, skip-completed and rerun-failed with real
-runs, runs on disk of other flags refused, progress lines, seeds grouped into processes, and a sweep stopped by a
-signal that resumes its runs when launched again."""
+"""The two sweeps (sweeps.py behind sweep_minibatch.sh and sweep_env_rollout.sh): exact commands, deterministic names,
+bad options, every command checked by the training script before anything starts, runs on disk of other flags
+refused and seeds grouped into processes, in this process; through the scripts, skip-completed and rerun-failed
+with real runs, a failed run's error on the console, progress lines, and a sweep stopped by a signal that resumes its
+runs when launched again."""
 import contextlib
 import json
 import os
@@ -16,11 +18,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY_MINIBATCH, fake_runs, load_kl, run_sweep
+import sweeps
+from conftest import ROOT, TINY_MINIBATCH, fake_runs, load_kl, run_sweep, sweep
+
+
+@pytest.fixture(autouse=True)
+def scratch_folder(tmp_path, monkeypatch):
+    """The sweeps run in this process from a folder of their own: their default runs folders are relative."""
+    monkeypatch.chdir(tmp_path)
 
 
 def dry_run(script, *flags):
-    proc = run_sweep(script, "--dry-run", *flags)
+    proc = sweep(script, "--dry-run", *flags)
     assert proc.stderr == ""
     return proc.stdout.splitlines()
 
@@ -95,7 +104,7 @@ def test_flags_override_the_defaults_and_extra_args_pass_through():
     ("sweep_env_rollout.sh", ["--launcher", "slurm", "--jobs", "-1"], "--jobs takes positive integers"),
 ])
 def test_bad_flags(script, flags, message):
-    proc = run_sweep(script, *flags, "--dry-run", check=False)
+    proc = sweep(script, *flags, "--dry-run", check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == f"error: {message}" or proc.stderr.startswith(f"error: {message}"), proc.stderr
 
@@ -149,7 +158,7 @@ def test_bad_flags(script, flags, message):
     ("sweep_env_rollout.sh", ["50x100"], "unknown option 50x100; the options are --shapes --minibatch-size --envs"),
 ])
 def test_bad_values(script, flags, message, tmp_path):
-    proc = run_sweep(script, "--runs-dir", str(tmp_path / "runs"), "--dry-run", *flags, check=False)
+    proc = sweep(script, "--runs-dir", str(tmp_path / "runs"), "--dry-run", *flags, check=False)
     assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
     assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "runs").exists()
@@ -164,7 +173,7 @@ def test_runs_dir_must_be_a_writable_folder(tmp_path):
             # mkdir fails there, for root too
             ("/proc/sweep-runs", "--runs-dir takes a folder this user can write into, got '/proc/sweep-runs'")]:
         for dry_run in ([], ["--dry-run"]) if runs_dir != "/proc/sweep-runs" else ([],):
-            proc = run_sweep("sweep_minibatch.sh", "--runs-dir", str(runs_dir), *dry_run, check=False)
+            proc = sweep("sweep_minibatch.sh", "--runs-dir", str(runs_dir), *dry_run, check=False)
             assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
             assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
     assert afile.read_text() == ""
@@ -179,7 +188,7 @@ def test_paper_defaults_and_their_flags():
                         "--runs-dir", "r", "--total-timesteps", "100000", *(("--sizes", "50") if "minibatch" in script
                                                                             else ("--shapes", "500x100")))
         assert flag(line, "norm-stats") == "shared" and flag(line, "eval-every") == "0"
-        text = run_sweep(script, "--help").stdout
+        text = sweep(script, "--help").stdout
         assert "--norm-stats MODE       per-env or shared" in text and "(default:\n                          per-env, one running" in text
         assert "which is what the paper\n                          ran" in text
         assert "--eval-every N          evaluate each run every N iterations" in text and "(default: 2, i.e. every 100,000" in text
@@ -196,6 +205,54 @@ def test_help():
                        "--requeue-before"):
             assert f"\n  {option} " in proc.stdout, option
         assert "resumes those that hold a checkpoint.pt" in proc.stdout
+
+
+# What the training script refuses, the sweep refuses before anything starts, dry-run included: one line naming the
+# run (or the process of seeds) and the training script's reason.
+@pytest.mark.parametrize("flags,run,reason", [
+    (["--envs", "Halfcheetah-v5"], "Halfcheetah-v5__500x100__mb50__s1",
+     "--env-id 'Halfcheetah-v5' is not a registered Gymnasium env; close matches: HalfCheetah-v5"),
+    (["--envs", "NoSuchEnv-v0"], "NoSuchEnv-v0__500x100__mb50__s1",
+     "--env-id 'NoSuchEnv-v0' is not a registered Gymnasium env"),
+    (["--", "--total-timestep", "10"], "Ant-v5__500x100__mb50__s1",
+     "Unrecognized options: --total-timestep, 10 (see --help)"),
+    (["--", "--learning-rate", "abc"], "Ant-v5__500x100__mb50__s1",
+     "Value error: Error parsing --learning-rate: could not convert string to float: 'abc' (see --help)"),
+    (["--", "--gamma", "2"], "Ant-v5__500x100__mb50__s1", "--gamma must be in [0, 1], got 2.0"),
+    (["--", "--help"], "Ant-v5__500x100__mb50__s1", "the flags after -- ask for its --help"),
+    # a process of several seeds has checks of its own
+    (["--seeds-per-process", "2", "--", "--target-kl", "0.02"], "Ant-v5__500x100__mb50__s1-2",
+     "--target-kl stops a single run's epochs; with --num-seeds > 1 it is not offered"),
+])
+@pytest.mark.parametrize("launch", [["--dry-run"], [], ["--launcher", "slurm", "--dry-run"]])
+def test_every_command_is_checked_by_the_training_script(flags, run, reason, launch, tmp_path):
+    envs = [] if flags[0] == "--envs" else ["--envs", "Ant-v5"]
+    proc = sweep("sweep_minibatch.sh", "--runs-dir", str(tmp_path / "runs"), "--sizes", "50", "--seeds", "1 2", *envs,
+                 *launch, *flags, check=False)
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(f"error: ppo_continuous_kl.py refuses run {run}: {reason}"), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_scripts_are_the_module(tmp_path):
+    """The entry scripts pass their options through as they are: same text, same exit status."""
+    for script in ("sweep_minibatch.sh", "sweep_env_rollout.sh"):
+        proc = run_sweep(script, "--help")
+        assert proc.stdout == sweep(script, "--help").stdout and proc.stdout.startswith(f"usage: {ROOT}/{script} ")
+        proc = run_sweep(script, "--seeds", "x y", check=False)
+        assert (proc.returncode, proc.stdout) == (2, "") and proc.stderr.startswith("error: --seeds takes integers")
+    flags = ["--envs", "Hopper-v5", "--shapes", "10x10 20x5", "--minibatch-size", "20", "--total-timesteps", "1000",
+             "--runs-dir", str(tmp_path / "r s"), "--dry-run", "--", "--exp-name", "it's {here}"]
+    assert run_sweep("sweep_env_rollout.sh", *flags).stdout == sweep("sweep_env_rollout.sh", *flags).stdout
+
+
+@pytest.mark.parametrize("word", ["plain", "", "a b", "~x", "x~", "a=~b", "a:~b", "#x", "x#", "it's", 'a"b', "{seed}",
+                                  "x,y", "-=+%@.:/_", "a!b", "*?[]", "^`|&;<>()$\\", "é"])
+def test_commands_are_quoted_as_bash_quotes_them(word):
+    """A printed command reads as the shell sweeps printed it, and runs as is."""
+    quoted = subprocess.run(["bash", "-c", 'printf %q "$1"', "-", word], capture_output=True, text=True).stdout
+    assert sweeps.bash_quote(word) == quoted and shlex.split(quoted) == [word]
 
 
 def processes(lines):
@@ -219,10 +276,9 @@ def test_seeds_per_process_auto_groups_the_seeds_only_for_a_gpu(tmp_path):
         (machines[machine] / "nvidia-smi").chmod(0o755)
 
     def plan(machine, *extra):
-        env = {**os.environ, "PYTHON": sys.executable, "PATH": f"{machines[machine]}:{os.environ['PATH']}"}
-        proc = subprocess.run(["bash", os.path.join(ROOT, "sweep_minibatch.sh"), *flags, *extra], cwd=ROOT,
-                              capture_output=True, text=True, env=env, check=True)
-        return proc.stdout.splitlines()
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv("PATH", f"{machines[machine]}:{os.environ['PATH']}")
+            return sweep("sweep_minibatch.sh", *flags, *extra).stdout.splitlines()
 
     assert processes(plan("cpu")) == singles
     assert processes(plan("gpu")) == population
@@ -246,8 +302,8 @@ def test_seeds_per_process_groups_consecutive_seeds(tmp_path):
 
     # under slurm: one array task per process, its runs listed for the task
     lines = dry_run("sweep_minibatch.sh", *flags, "--seeds", "1 2 3 4 5", "--seeds-per-process", "2")
-    out = run_sweep("sweep_minibatch.sh", *flags, "--seeds", "1 2 3 4 5", "--seeds-per-process", "2", "--launcher",
-                    "slurm", "--dry-run").stdout.splitlines()
+    out = sweep("sweep_minibatch.sh", *flags, "--seeds", "1 2 3 4 5", "--seeds-per-process", "2", "--launcher",
+                "slurm", "--dry-run").stdout.splitlines()
     assert "--array=0-2 " in out[0]
     listed = out[next(i for i, l in enumerate(out) if l.startswith("# ") and l.endswith(".commands")) + 1:]
     assert [l.split()[:2] for l in listed] == [[name.format("1-2"), f"{name.format(1)},{name.format(2)}"],
@@ -302,7 +358,7 @@ def test_runs_of_other_flags_are_refused(tiny_sweeps, tmp_path):
 
     flags = [*TINY_MINIBATCH, "--runs-dir", str(runs)]
     flags[flags.index("--total-timesteps") + 1] = "512"
-    proc = run_sweep("sweep_minibatch.sh", *flags, "--norm-stats", "shared", "--", "--learning-rate", "1e-3", check=False)
+    proc = sweep("sweep_minibatch.sh", *flags, "--norm-stats", "shared", "--", "--learning-rate", "1e-3", check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert lines[0] == f"these runs in {runs} ran with other flags than this sweep's (this sweep's value, then the run's):"
@@ -316,7 +372,7 @@ def test_runs_of_other_flags_are_refused(tiny_sweeps, tmp_path):
 
     # --dry-run and slurm say the same; a run without its args.json is refused too
     os.remove(runs / names[0] / "args.json")
-    proc = run_sweep("sweep_minibatch.sh", *flags, "--launcher", "slurm", "--dry-run", check=False)
+    proc = sweep("sweep_minibatch.sh", *flags, "--launcher", "slurm", "--dry-run", check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert lines[1].startswith(f"  {names[0]}: no readable args.json (")
@@ -326,26 +382,38 @@ def test_runs_of_other_flags_are_refused(tiny_sweeps, tmp_path):
 
 
 def test_a_failed_run_does_not_stop_the_others(tmp_path):
-    flags = [*TINY_MINIBATCH, "--runs-dir", str(tmp_path), "--sizes", "64", "--seeds", "1", "--progress-every", "1"]
-    flags[1] = "NoSuchEnv-v0 InvertedPendulum-v5"
+    """A run that fails at launch (its checkpoint is unreadable: every check before the launch passed) fails alone,
+    its last error line on the console; the progress lines never count a run as both ended and running."""
+    flags = [*TINY_MINIBATCH, "--runs-dir", str(tmp_path), "--sizes", "64", "--progress-every", "1"]
+    name = "InvertedPendulum-v5__4x32__mb64__s{}"
+    fake_runs(dry_run("sweep_minibatch.sh", *flags, "--seeds", "1"), finished=False)
+    (tmp_path / name.format(1) / "checkpoint.pt").write_bytes(b"not a checkpoint")
     proc = run_sweep("sweep_minibatch.sh", *flags, check=False)
     assert proc.returncode == 1
     # progress: at the start (no basis for an estimate yet), at each start and end, and every second
     out = proc.stdout.splitlines()
     assert out[0] == (f"[sweep] sweep starts: 2 process(es) to run, 2 at a time, in {tmp_path} | done 0, failed 0, "
                       "skipped 0, left 2 (0 running) | elapsed 00:00:00 | time left estimating…")
-    assert out[1].startswith("[sweep] started NoSuchEnv-v0__4x32__mb64__s1 | done 0, failed 0, skipped 0, left 2 (1 running)")
-    assert out[2].startswith("[sweep] started InvertedPendulum-v5__4x32__mb64__s1 | done 0, failed 0, skipped 0, left 2 (2 running)")
+    assert out[1].startswith(f"[sweep] resuming {name.format(1)} from its checkpoint | done 0, failed 0, skipped 0, "
+                             "left 2 (1 running)")
+    assert out[2].startswith(f"[sweep] started {name.format(2)} | done 0, failed 0, skipped 0, left 2 (2 running)")
     ticks = [line for line in out if line.startswith("[sweep] progress | ")]
     # the times themselves depend on the machine's load: only their format is checked
     assert ticks and all(re.fullmatch(r"\[sweep\] progress \| done [01], failed [01], skipped 0, left [12] \([12] running\) \| "
                                       r"elapsed \d\d:[0-5]\d:[0-5]\d \| time left (estimating…|~\d\d:[0-5]\d:[0-5]\d)", t)
                          for t in ticks), ticks
-    assert "FAILED NoSuchEnv-v0__4x32__mb64__s1" in proc.stdout
-    assert "finished InvertedPendulum-v5__4x32__mb64__s1" in proc.stdout
-    assert proc.stderr.splitlines()[-1].strip() == "NoSuchEnv-v0__4x32__mb64__s1"
-    log = (tmp_path / "logs" / "NoSuchEnv-v0__4x32__mb64__s1.log").read_text()
-    assert "error: --env-id 'NoSuchEnv-v0' is not a registered Gymnasium env" in log
+    # every line's counts add up: a run is done, failed or left, and only a run left can be running
+    for line in out:
+        if counts := re.search(r"\| done (\d+), failed (\d+), skipped 0, left (\d+) \((\d+) running\)", line):
+            done, failed, left, running = map(int, counts.groups())
+            assert done + failed + left == 2 and running <= left, line
+    log = tmp_path / "logs" / f"{name.format(1)}.log"
+    assert f"FAILED {name.format(1)} (resumed) (exit 1, log {log})" in proc.stdout
+    error = f"error: checkpoint {tmp_path / name.format(1) / 'checkpoint.pt'} is unreadable, probably truncated or corrupt"
+    assert error in log.read_text()
+    assert re.search(rf"^\[sweep\]   {name.format(1)}: {re.escape(error)} \(", proc.stdout, re.M), proc.stdout
+    assert f"finished {name.format(2)}" in proc.stdout
+    assert proc.stderr.splitlines()[-1].strip() == name.format(1)
 
 
 # Long enough (20 iterations of a few tenths of a second) for a signal to land mid-run.
