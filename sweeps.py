@@ -34,7 +34,7 @@ COMMON = {"--envs": "Humanoid-v5 HalfCheetah-v5 Ant-v5 Walker2d-v5", "--seeds": 
           # CleanRL's normalisation, one running mean/var per env: what the paper ran, and the script's default
           "--norm-stats": "per-env",
           # every 2 iterations = every 100,000 env steps at the sweeps' 50,000-step batches: all settings alike
-          "--eval-every": "2", "--seeds-per-process": "auto", "--runs-dir": None, "--jobs": "",
+          "--eval-every": "2", "--seeds-per-process": "auto", "--runs-dir": None, "--jobs": "",  # runs dir: per sweep
           "--progress-every": "60", "--launcher": "local", "--partition": "", "--time": "", "--cpus-per-task": "1",
           "--gpus": "", "--mem": "", "--requeue-before": "300"}
 LOCAL_ONLY = ("--progress-every",)
@@ -421,7 +421,7 @@ def check_runs_on_disk(opts, runs, checked):
                 iterations[run.name] = int(torch.load(os.path.join(opts["--runs-dir"], run.name, "checkpoint.pt"),
                                                       map_location="cpu", weights_only=False)["iteration"])
             except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
-                iterations[run.name] = f"unreadable {run.name}"  # resumes alone; the training script says why
+                iterations[run.name] = run.name  # resumes alone; the training script says what is wrong with it
     if differing:
         runs_dir = opts["--runs-dir"]
         print(f"these runs in {runs_dir} ran with other flags than this sweep's (this sweep's value, then the run's):",
@@ -457,7 +457,9 @@ def plan_processes(opts, runs, iterations):
         if has_file(opts, run, "summary.json"):
             completed.append(run)
             continue
-        this = (run[:4], iterations[run.name] if has_file(opts, run, "checkpoint.pt") else "fresh")
+        # a checkpoint that appeared since the runs on disk were checked resumes alone, as an unreadable one does
+        state = iterations.get(run.name, run.name) if has_file(opts, run, "checkpoint.pt") else "fresh"
+        this = (run[:4], state)
         if group and (len(group) >= opts["--seeds-per-process"] or run.seed != group[-1].seed + 1 or this != key):
             add(group)
             group = []
