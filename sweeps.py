@@ -479,9 +479,11 @@ def dry_run_notes(opts, completed, processes):
     for process in processes:
         names = [r.name for r in process.runs]
         fresh = [name for name in names if os.path.exists(os.path.join(opts["--runs-dir"], name))]
-        notes.append(f"# resumes from its checkpoint: {' '.join(names)}" if process.resumes else
-                     "# starts afresh, deleting the folder cut short before its first checkpoint:"
-                     + "".join(f" {name}" for name in fresh) if fresh else None)
+        if process.resumes:
+            notes.append(f"# resumes from its checkpoint: {' '.join(names)}")
+        else:
+            notes.append(f"# starts afresh, deleting the folder cut short before its first checkpoint: "
+                         f"{' '.join(fresh)}" if fresh else None)
     return notes
 
 

@@ -326,6 +326,11 @@ def test_seeds_per_process_groups_consecutive_seeds(tmp_path):
     torch.save({"iteration": 2}, runs / name.format(6) / "checkpoint.pt")
     assert processes(dry_run("sweep_minibatch.sh", *flags, "--seeds", "5 6 7", "--seeds-per-process", "4")) == [
         (5, None, name.format(5)), (6, None, name.format(6)), (7, None, name.format(7))]
+    # a folder cut short before its first checkpoint starts afresh, and the dry-run says so
+    (runs / name.format(7)).mkdir()
+    lines = dry_run("sweep_minibatch.sh", *flags, "--seeds", "7 8", "--seeds-per-process", "2")
+    assert lines == [f"# starts afresh, deleting the folder cut short before its first checkpoint: {name.format(7)}",
+                     lines[1]] and processes(lines) == [(7, 2, name.format("{seed}"))]
 
 
 def test_relaunch_skips_completed_and_reruns_cut_short(tiny_sweeps, tmp_path):
