@@ -20,21 +20,21 @@ from vector_envs import MUJOCO_BATCH_ENVS, quiet_mujoco
 from warp_envs import WARP_ENVS, WARP_REFUSED, import_warp
 
 
-def parse_flags(args_class):
-    """tyro's command-line parse, its boxed error messages folded into the one `error: ...` line every other bad
-    flag gets (--help passes through untouched)."""
+def parse_flags(args_class, args=None):
+    """tyro's parse of the command line (or of `args`, as the sweeps check their runs' commands), its boxed error
+    messages folded into the one `error: ...` line every other bad flag gets (--help passes through untouched)."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return tyro.cli(args_class)
+            return tyro.cli(args_class, args=args)
     except SystemExit as e:
         if not e.code:
             raise
         lines = [re.sub(r"[│╭╮╰╯]", "", line).strip() for line in captured.getvalue().splitlines()]
         title = re.sub(r"^─\s*|\s*─*$", "", lines[0]) if lines else "bad flags"
         body = []
-        for line in lines[1:]:
-            if not line or set(line) <= {"─"} or line.startswith("For full helptext"):
+        for line in lines[1:]:  # the rules between the box's parts are "-" where tyro draws it in ASCII
+            if not line or set(line) <= {"─", "-"} or line.startswith("For full helptext"):
                 if body:
                     break
                 continue

@@ -44,6 +44,9 @@ def main():
                         help="rounds; the table takes the median (default: %(default)s)")
     parser.add_argument("--num-envs", type=int, default=500, help="envs per seed (default: %(default)s)")
     parser.add_argument("--num-steps", type=int, default=100, help="(default: %(default)s)")
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                        help="the script's --compile: auto decides by this benchmark's short runs, on is what a "
+                             "full-length run of a small-minibatch job gets (default: %(default)s)")
     opts = parser.parse_args()
     seed_counts = [int(s) for s in opts.num_seeds.split()]
     sizes = [int(s) for s in opts.minibatch_sizes.split()]
@@ -61,7 +64,7 @@ def main():
                 for S in seed_counts:
                     name = f"mb{size}_S{S}_r{round_}"
                     cmd = ours_command(runs_dir, f"pop_{name}_s{{seed}}", opts.num_envs, opts.num_steps, size,
-                                       opts.iterations, ["--num-seeds", str(S)])
+                                       opts.iterations, ["--num-seeds", str(S), "--compile", opts.compile])
                     seconds, peaks = run_together([cmd], runs_dir, [f"pop_{name}.log"])
                     population[size, S].append((seconds, peaks[0]))
                     print(f"round {round_}, minibatch {size}, S = {S}: population {seconds:.1f} s, "
@@ -71,7 +74,8 @@ def main():
                               flush=True)
                     share = ["--env-threads", str(max(1, len(os.sched_getaffinity(0)) // S))]
                     cmds = [ours_command(runs_dir, f"single_{name}_s{seed}", opts.num_envs, opts.num_steps, size,
-                                         opts.iterations, ["--seed", str(seed)] + share) for seed in range(1, S + 1)]
+                                         opts.iterations, ["--seed", str(seed), "--compile", opts.compile] + share)
+                            for seed in range(1, S + 1)]
                     seconds, peaks = run_together(cmds, runs_dir, [f"single_{name}_s{seed}.log"
                                                                    for seed in range(1, S + 1)])
                     singles[size, S].append((seconds, peaks))

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import os
 import shlex
@@ -72,8 +74,33 @@ def hopper_replay(hopper_run):
 
 
 def run_sweep(script, *flags, check=True):
+    """A sweep script run as a user runs it."""
     proc = subprocess.run(["bash", os.path.join(ROOT, script), *flags], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    if check:
+        assert proc.returncode == 0, f"{script} {flags} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def sweep(script, *flags, check=True):
+    """What run_sweep returns, from sweeps.main in this process: for the sweeps' options, plans and refusals, which
+    launch nothing (a new Python costs seconds of imports each). The commands start with this Python, as
+    run_sweep's do."""
+    import sweeps
+    out, err = io.StringIO(), io.StringIO()
+    python = os.environ.get("PYTHON")
+    os.environ["PYTHON"] = sys.executable
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = sweeps.main([script.removeprefix("sweep_").removesuffix(".sh"), *flags], os.path.join(ROOT, script))
+    except SystemExit as e:
+        code = e.code
+    finally:
+        if python is None:
+            del os.environ["PYTHON"]
+        else:
+            os.environ["PYTHON"] = python
+    proc = subprocess.CompletedProcess([script, *flags], code or 0, out.getvalue(), err.getvalue())
     if check:
         assert proc.returncode == 0, f"{script} {flags} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc

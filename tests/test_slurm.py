@@ -1,6 +1,7 @@
-"""--launcher slurm: the sbatch command, and the sweeps run, requeued and resumed on a real single-node SLURM
-(munged, slurmctld and slurmd on localhost, in a temp folder, for the session). Where those daemons cannot
-start, the tests that need them skip and say why."""
+"""--launcher slurm: the sbatch command and the array task (its requeue by USR1 and its wait on TERM, with a stand-in
+scontrol), and the sweeps run, requeued and resumed on a real single-node SLURM (munged, slurmctld and slurmd on
+localhost, in a temp folder, for the session). Where those daemons cannot start, the tests that need them skip and
+say why."""
 import os
 import pwd
 import re
@@ -8,12 +9,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
 
-from conftest import ROOT, TINY_MINIBATCH, fake_runs, run_sweep
+from conftest import ROOT, TINY_MINIBATCH, fake_runs, run_sweep, sweep
+from sweeps import bash_quote
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "sinfo", "squeue", "scontrol", "scancel")
@@ -192,31 +195,36 @@ def commands_listed(dry_run_lines):
 
 def test_dry_run_prints_the_sbatch_command_and_the_array_script(tmp_path):
     runs = tmp_path / "runs"
-    lines = run_sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(runs), "--launcher", "slurm",
-                      "--partition", "gpu", "--time", "2:00:00", "--gpus", "a100:1", "--mem", "4G",
-                      "--requeue-before", "600", "--seeds-per-process", "1", "--dry-run").stdout.splitlines()
+    lines = sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(runs), "--launcher", "slurm",
+                  "--partition", "gpu", "--time", "2:00:00", "--gpus", "a100:1", "--mem", "4G",
+                  "--requeue-before", "600", "--seeds-per-process", "1", "--dry-run").stdout.splitlines()
     sbatch = lines[0].split()
     assert sbatch[0] == "sbatch" and re.fullmatch(rf"{runs}/slurm/sweep_minibatch-[0-9-]+\.sh", sbatch[-1])
     for flag in ("--array=0-3%2", "--requeue", "--open-mode=append", "--signal=B:USR1@600", "--cpus-per-task=1",
                  "--partition=gpu", "--time=2:00:00", "--gpus=a100:1", "--mem=4G", "--job-name=sweep_minibatch"):
         assert flag in sbatch, flag
-    assert lines[1] == f"# {sbatch[-1]}" and lines[2] == "#!/usr/bin/env bash"
-    script = "\n".join(lines[2:])
-    for part in ("set -euo pipefail", "SLURM_ARRAY_TASK_ID", "trap on_usr1 USR1", "trap on_term TERM",
-                 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID"', f"RUNS_DIR={runs}\n"):
+    # the array script: the sweep's Python, running sweep_launchers.array_task on the command list and the runs
+    # folder
+    assert lines[1] == f"# {sbatch[-1]}" and lines[2] == f"#!{sys.executable}"
+    end = next(i for i, line in enumerate(lines) if line.startswith("# ") and line.endswith(".commands"))
+    script = "\n".join(lines[2:end])
+    compile(script, "array script", "exec")
+    assert lines[end] == f"# {sbatch[-1][:-len('.sh')]}.commands"
+    for part in (f"sys.path.insert(0, {ROOT!r})", "from sweep_launchers import array_task",
+                 f"sys.exit(array_task({lines[end][2:]!r}, {str(runs)!r}))"):
         assert part in script, part
     # the command list: the commands of a local sweep, each under its log's name and its runs' (its own), with the
     # runs folder made absolute
     listed = commands_listed(lines)
-    local = run_sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(runs), "--dry-run").stdout.splitlines()
+    local = sweep("sweep_minibatch.sh", *TINY_MINIBATCH, "--runs-dir", str(runs), "--dry-run").stdout.splitlines()
     assert listed == [2 * (re.search(r"--run-name (\S+)", c).group(1) + " ") + c for c in local]
     assert not runs.exists()  # nothing written
 
     # what the user did not give stays out, but one core per run and no throttle without --jobs
     fake_runs(local[:1], finished=True)
     flags = [f for f in TINY_MINIBATCH if f not in ("--jobs", "2")]
-    lines = run_sweep("sweep_minibatch.sh", *flags, "--runs-dir", str(runs), "--launcher", "slurm",
-                      "--dry-run").stdout.splitlines()
+    lines = sweep("sweep_minibatch.sh", *flags, "--runs-dir", str(runs), "--launcher", "slurm",
+                  "--dry-run").stdout.splitlines()
     assert lines[0] == "# skipped, completed already with the same flags: InvertedPendulum-v5__4x32__mb32__s1"
     lines = lines[1:]
     sbatch = lines[0].split()
@@ -225,12 +233,50 @@ def test_dry_run_prints_the_sbatch_command_and_the_array_script(tmp_path):
     assert len(commands_listed(lines)) == 3  # the completed run left out
 
 
+def test_the_array_task_waits_on_sigterm_and_requeues_itself_on_usr1(tmp_path):
+    """The array task without SLURM, a stand-in scontrol recording what it is asked: TERM (preemption, requeue,
+    scancel) leaves the run to write its checkpoint; USR1 (the time limit near) stops the run and requeues the task
+    by its own id, not the array's."""
+    runs, bin_dir = tmp_path / "runs", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/scontrol.txt\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    # a run that notes the TERM it gets, and exits on it as the training script does after its checkpoint
+    run = (f"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: open({str(tmp_path / 'term')!r}, 'w') "
+           "and sys.exit(143)); print('run started', flush=True); time.sleep(60)")
+    listing = tmp_path / "list.commands"
+    listing.write_text(f"proc run1,run2 {bash_quote(sys.executable)} -c {bash_quote(run)}\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0",
+           "SLURM_ARRAY_JOB_ID": "7", "SLURM_JOB_ID": "9", "SLURM_RESTART_COUNT": "2"}
+    task = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {ROOT!r}); "
+                             "from sweep_launchers import array_task; "
+                             f"sys.exit(array_task({str(listing)!r}, {str(runs)!r}))"], env=env)
+    log = runs / "logs" / "proc.log"
+
+    def logged(text):
+        return wait_until(lambda: log.exists() and text in log.read_text(), 30)
+    assert logged("run started"), log.read_text() if log.exists() else "no log"
+    assert re.search(r"^\[slurm\] \S+ \S+ job 7_0 \(id 9, restart 2\) on \S+: proc$", log.read_text(), re.M)
+    task.send_signal(signal.SIGTERM)
+    assert logged("got SIGTERM: waiting for the run to write its checkpoint and exit")
+    time.sleep(0.5)
+    assert task.poll() is None and not (tmp_path / "term").exists()  # the task does not pass TERM on, and waits
+    task.send_signal(signal.SIGUSR1)
+    assert task.wait(timeout=30) == 0, log.read_text()
+    text = log.read_text()
+    assert "time limit near: stopping the run, to requeue it" in text and "run exited with status 143" in text
+    assert (tmp_path / "term").exists()
+    assert re.search(r"^\[slurm\] \S+ \S+ requeued$", text, re.M), text
+    assert (tmp_path / "scontrol.txt").read_text() == "requeue 7_0\n"
+
+
 def test_without_sbatch_on_path_the_sweep_says_so(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     os.symlink(shutil.which("dirname"), bin_dir / "dirname")
     proc = subprocess.run(["/bin/bash", os.path.join(ROOT, "sweep_minibatch.sh"), "--launcher", "slurm"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": str(bin_dir)})
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": str(bin_dir), "PYTHON": sys.executable})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == ("error: --launcher slurm needs sbatch, which is not on PATH (run on a SLURM login "
                                    "node, or use --launcher local)")
