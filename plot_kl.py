@@ -9,11 +9,11 @@ runs. Figure 1: training episodic return against env steps (the paper's), mean a
 evaluation return on its common grid, when the runs were trained with --eval-every. Figures 2 and 3: sequential
 and reference KL against the % of the iteration's minibatch updates done, in three training phases, two settings
 overlaid by colour: each setting's best run (the paper's view) beside the mean over seeds. claims.md: the
-paper's findings read per env with intervals that keep their level at four seeds (findings.py, intervals.py), one
-row per reading in data/verdicts.csv; the same results are written
+paper's findings read per env with intervals that keep their level at four seeds (ppo_kl/findings.py,
+ppo_kl/intervals.py), one row per reading in data/verdicts.csv; the same results are written
 between the <!-- results:begin --> and <!-- results:end --> markers of OUT/README.md when it has them, and the
 runs' wall times per setting between its <!-- wall-times:begin --> and <!-- wall-times:end --> markers.
-The figures are drawn by figures.py.
+The figures are drawn by ppo_kl/figures.py.
 """
 import argparse
 import glob
@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from figures import (BANDS, SETTING_COLOURS, Look, fig_kl_profiles, fig_kl_summaries, fig_returns, fig_update_anatomy,
-                     fig_verdicts, save, setup_matplotlib, supported_formats)
-from findings import (PHASES, SETTING, anatomy_markdown, anatomy_rows, beside_published, check_findings,
-                      claims_markdown, distinct_runs, label, markdown_table, per_run, report, run_table, settings_table,
-                      summary_lines, with_returns)
-from run_record import ANATOMY, BOOKKEEPING, fail, read_json, warn
+from ppo_kl.figures import (BANDS, SETTING_COLOURS, Look, fig_kl_profiles, fig_kl_summaries, fig_returns,
+                            fig_update_anatomy, fig_verdicts, save, setup_matplotlib, supported_formats)
+from ppo_kl.findings import (PHASES, SETTING, anatomy_rows, beside_published, check_findings, distinct_runs, label,
+                             per_run, run_table, settings_table, with_returns)
+from ppo_kl.findings_text import anatomy_markdown, claims_markdown, markdown_table, report, summary_lines
+from ppo_kl.run_record import ANATOMY, BOOKKEEPING, fail, read_json, warn
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run

@@ -13,12 +13,12 @@ import torch.optim as optim
 import tyro
 from torch.optim.adam import adam
 
-from agent import Agent
-from check_flags import check_args, parse_flags, use_compile
-from kl_profiling import SnapshotStore, sample_states
-from run_record import ANATOMY
-from run_session import RunSession
-from vector_envs import make_envs, quiet_mujoco
+from ppo_kl.agent import Agent
+from ppo_kl.flags import resolve_args, parse_flags, use_compile
+from ppo_kl.kl_profiling import SnapshotStore, sample_states
+from ppo_kl.run_record import ANATOMY
+from ppo_kl.run_session import RunSession
+from ppo_kl.vector_envs import make_envs, quiet_mujoco
 
 
 @dataclass
@@ -376,7 +376,7 @@ def ppo_update(agent, optimizer, update_minibatch, batch, counts, args, generato
 
 
 if __name__ == "__main__":
-    args = check_args(parse_flags(Args))
+    args = resolve_args(parse_flags(Args))
     session = RunSession(args)  # the run folders (one per seed), before anything expensive
     seeds, S = session.seeds, args.num_seeds
 
@@ -410,7 +410,6 @@ if __name__ == "__main__":
     kl_num_states = args.kl_num_states or args.batch_size
     store = SnapshotStore(args.update_epochs * args.num_minibatches, args.kl_every, S, kl_num_states,
                           agent.params[:, :agent.actor_size], act_dim, agent.actor_mean) if args.kl else None
-    session.describe(device, compiled, store)
 
     # rollout storage, on the device
     shape = (args.num_steps, S, args.num_envs)
@@ -426,7 +425,7 @@ if __name__ == "__main__":
     next_done = torch.zeros(S, args.num_envs, device=device)
     try:
         first_iteration, global_step, next_obs, next_done = session.start(
-            agent, optimizer, envs, eval_envs, generators, kl_generators, next_obs, next_done)
+            agent, optimizer, envs, eval_envs, generators, kl_generators, next_obs, next_done, compiled, store)
         for iteration in range(first_iteration, args.num_iterations + 1):
             session.stop_if_signalled(iteration)
             iteration_start = time.time()

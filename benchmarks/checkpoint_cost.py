@@ -15,8 +15,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ppo_continuous_kl import Agent  # noqa: E402
-from run_folder import save_checkpoint  # noqa: E402
-from vector_envs import env_state, make_envs, quiet_mujoco, set_env_state  # noqa: E402
+from ppo_kl.checkpoints import save_checkpoint  # noqa: E402
+from ppo_kl.vector_envs import env_state, make_envs, quiet_mujoco, set_env_state  # noqa: E402
 
 
 def main():

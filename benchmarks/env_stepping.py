@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import vector_envs
-import warp_envs
+from ppo_kl import vector_envs
+from ppo_kl import warp_envs
 
 
 def build(env_id, num_envs, backend, threads, wrapped, device=None):

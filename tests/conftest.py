@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "ppo_continuous_kl.py")
 sys.path.insert(0, ROOT)
-import vector_envs  # noqa: E402
+from ppo_kl import vector_envs  # noqa: E402
 
 # Tests build MuJoCo envs in this process too: without the handler the script installs, MuJoCo would write its
 # warnings into ./MUJOCO_LOG.TXT of whatever folder pytest runs in.
@@ -86,7 +86,7 @@ def sweep(script, *flags, check=True):
     """What run_sweep returns, from sweeps.main in this process: for the sweeps' options, plans and refusals, which
     launch nothing (a new Python costs seconds of imports each). The commands start with this Python, as
     run_sweep's do."""
-    import sweeps
+    from ppo_kl import sweeps
     out, err = io.StringIO(), io.StringIO()
     python = os.environ.get("PYTHON")
     os.environ["PYTHON"] = sys.executable
@@ -129,11 +129,11 @@ def fake_runs(dry_run_lines, *, finished):
     already on disk."""
     import torch
     import tyro
-    from ppo_continuous_kl import Args, check_args
+    from ppo_continuous_kl import Args, resolve_args
     for line in dry_run_lines:
         if line.startswith("#"):
             continue
-        args = check_args(tyro.cli(Args, args=shlex.split(line)[2:]))
+        args = resolve_args(tyro.cli(Args, args=shlex.split(line)[2:]))
         for seed in range(args.seed, args.seed + args.num_seeds):
             name = args.run_name.replace("{seed}", str(seed))
             run_dir = os.path.join(args.runs_dir, name)

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from kl_profiling import sample_states
+from ppo_kl.kl_profiling import sample_states
 from ppo_continuous_kl import (Agent, Batch, Rollout, clip_grad_norm_per_member, collect_rollout, compute_gae,
                                flatten_transitions, loss_coefs, minibatch_indices, ppo_loss)
-from vector_envs import make_envs
+from ppo_kl.vector_envs import make_envs
 
 
 @dataclass

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from ppo_continuous_kl import Agent, Rollout, collect_rollout, compute_gae, flatten_transitions
-from vector_envs import make_envs
+from ppo_kl.vector_envs import make_envs
 
 
 class Recorder(gym.vector.VectorWrapper):

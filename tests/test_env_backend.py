@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import vector_envs
+from ppo_kl import vector_envs
 from conftest import TINY, load_kl, run_script
 from test_resume import scalars
 

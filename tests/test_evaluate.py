@@ -1,4 +1,4 @@
-"""evaluate.py on models saved by tiny real runs: the run's own end-of-run evaluation reproduced, bad input
+"""ppo_kl/evaluate.py on models saved by tiny real runs: the run's own end-of-run evaluation reproduced, bad input
 refused in one line."""
 import json
 import os
@@ -10,11 +10,12 @@ import pytest
 
 from conftest import ROOT
 
-EVALUATE = os.path.join(ROOT, "evaluate.py")
 
 
 def evaluate(*flags, cwd=None):
-    return subprocess.run([sys.executable, EVALUATE, *flags], capture_output=True, text=True, timeout=300, cwd=cwd)
+    env = {**os.environ, "PYTHONPATH": ROOT}  # `python -m ppo_kl.evaluate` from any folder
+    return subprocess.run([sys.executable, "-m", "ppo_kl.evaluate", *flags], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
 
 
 @pytest.mark.parametrize("run", ["tiny_run", "hopper_run"])

@@ -5,9 +5,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from conftest import TINY, load_kl, run_script
-from evaluation import eval_norm_stats, evaluate
+from ppo_kl.evaluation import eval_norm_stats, evaluate
 from ppo_continuous_kl import Agent
-from vector_envs import get_norm_stats, make_envs, set_norm_stats
+from ppo_kl.vector_envs import get_norm_stats, make_envs, set_norm_stats
 
 
 def stepped_envs(backend, num_members=1):

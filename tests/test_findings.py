@@ -5,8 +5,8 @@ import pytest
 from scipy import stats
 
 from conftest import ROOT  # noqa: F401  (puts the repository on sys.path)
-import findings
-from findings import check_findings, distinct_runs, returns_at_common_step
+from ppo_kl import findings, findings_text
+from ppo_kl.findings import check_findings, distinct_runs, returns_at_common_step
 
 FLAGS = "eval_every=0;kl_every=1;norm_stats=shared;total_timesteps=3000000"
 
@@ -143,7 +143,7 @@ def test_a_run_shared_by_two_sweeps_is_counted_once():
     five = row(rows, 5)
     assert -1 < five.estimate < -0.8 and five.verdict == "contradicted" and five.n_seeds == 3
     assert "over 3 settings" in five.effect
-    assert findings.report(runs, findings.settings_table(runs, returns, evals, kl, profiles), rows).startswith(
+    assert findings_text.report(runs, findings.settings_table(runs, returns, evals, kl, profiles), rows).startswith(
         "9 distinct runs")
 
 
@@ -185,7 +185,7 @@ def test_summary_lines_name_each_verdict_and_the_readings_that_disagree():
         dict(finding=1, env="A", reading="trend", primary=False, verdict="contradicted", seeds_needed=None),
         dict(finding=1, env="B", reading="pair", primary=True, verdict="undetermined", seeds_needed=7),
         dict(finding=1, env="B", reading="trend", primary=False, verdict="undetermined", seeds_needed=9)])
-    line = findings.summary_lines(rows, ["A", "B", "C"])[0]
+    line = findings_text.summary_lines(rows, ["A", "B", "C"])[0]
     assert "supported in A; undetermined in B (7 seeds would decide it); not testable in C (" in line
     assert "Readings that disagree with it: A: trend (contradicted)." in line
 
@@ -216,7 +216,7 @@ def test_returns_beside_the_published_ones():
     # without evaluations: returns grow linearly from 0 to `ret` at 3M, so at 1M they are a third of it
     rows = findings.beside_published(runs, returns, evals.iloc[:0])
     assert rows[0]["budget_kind"] == "training" and rows[0]["budget_mean"] == pytest.approx(900 * 2 / 3)
-    text = findings.published_markdown(rows)
+    text = findings_text.published_markdown(rows)
     assert "| Ant-v5 | 500 x 100, minibatch 50 | 3 | 600 +- 300 at 1.000M (training) |" in text
     assert "none published" in text and "1443 +- 46" in text
 
@@ -242,7 +242,7 @@ def test_anatomy_rows_compare_the_pair_per_update_by_thirds():
     assert got.loc[("whole run", "clip_scale"), "ratio"] == pytest.approx(0.5)
     assert got.loc[("last third", "grad_norm"), "ratio"] == pytest.approx(2.0)
     assert (got.seeds == 3).all()
-    text = findings.anatomy_markdown(got.reset_index(), (50, 1000))
+    text = findings_text.anatomy_markdown(got.reset_index(), (50, 1000))
     assert "clipping factor x0.5," in text and "gradient norm before clipping x2 " in text
 
 
@@ -252,10 +252,10 @@ def test_anatomy_reading_names_what_sets_the_step():
     def whole(step, low, high):
         return pd.DataFrame(dict(ratio=[step, 0.6, 4.0, 0.25], low=[low, 0.5, 3.5, 0.2], high=[high, 0.7, 4.5, 0.3]),
                             index=["actor_step", "seq_kl", "grad_norm", "clip_scale"])
-    same = findings.anatomy_reading(whole(1.0, 0.98, 1.02), 50, 1000)
+    same = findings_text.anatomy_reading(whole(1.0, 0.98, 1.02), 50, 1000)
     assert "Adam's per-weight normalisation" in same and "moves x0.6 as much" in same
     assert "direction, not its length" in same and "x4.47" in same and "is 89% of that" in same
-    longer = findings.anatomy_reading(whole(2.0, 1.9, 2.1), 50, 1000)
+    longer = findings_text.anatomy_reading(whole(2.0, 1.9, 2.1), 50, 1000)
     assert "Adam" not in longer and "differs (x2, [1.9, 2.1])" in longer and "moves x0.15 as much" in longer
 
 

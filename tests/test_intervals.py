@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import findings
-import intervals
-from intervals import against_level, equivalence, rank_trend, simulated_coverage, two_settings
+from ppo_kl import findings
+from ppo_kl import intervals
+from ppo_kl.intervals import against_level, equivalence, rank_trend, simulated_coverage, two_settings
 
 @pytest.mark.parametrize("noise", ["normal", "t3"])
 @pytest.mark.parametrize("kind", ["difference", "ratio"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from kl_profiling import contraction_rate, kl_from_mean_gap, kl_profile
+from ppo_kl.kl_profiling import contraction_rate, kl_from_mean_gap, kl_profile
 
 
 def diag_gaussian_kl(mean_p, logstd_p, mean_q, logstd_q):

@@ -3,8 +3,8 @@ frozen for evaluation, and checkpointed with the envs, all members' or one's."""
 import numpy as np
 import pytest
 
-from vector_envs import (MujocoBatchEnv, env_state, get_norm_stats, make_envs, set_env_state, set_norm_stats,
-                         vector_wrappers)
+from ppo_kl.vector_envs import (MujocoBatchEnv, env_state, get_norm_stats, make_envs, set_env_state, set_norm_stats,
+                                vector_wrappers)
 
 
 def step_randomly(envs, steps, seed=0):

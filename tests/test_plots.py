@@ -17,9 +17,9 @@ from scipy import stats
 
 from conftest import ROOT
 
-import figures
-import findings
-import intervals
+from ppo_kl import figures
+from ppo_kl import findings
+from ppo_kl import intervals
 import plot_kl
 
 TINY_FIGS = ["--fig2-sizes", "32,64", "--fig3-shapes", "4x32,8x16"]  # the settings of the tiny sweeps

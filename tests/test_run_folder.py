@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, TENS
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-import run_folder
+from ppo_kl import checkpoints, run_folder
 from conftest import SCRIPT, TINY, load_args, load_kl, run_script
 from ppo_continuous_kl import Args
 
@@ -55,7 +55,7 @@ def fake_run(runs_dir, name, args, iteration=None, finished=False, mtime=None):
     with open(os.path.join(run_dir, "args.json"), "w") as f:
         f.write(json.dumps(saved))
     if iteration is not None:
-        checkpoint = {key: None for key in run_folder.CHECKPOINT_KEYS} | dict(args=saved, iteration=iteration)
+        checkpoint = {key: None for key in checkpoints.CHECKPOINT_KEYS} | dict(args=saved, iteration=iteration)
         torch.save(checkpoint, os.path.join(run_dir, "checkpoint.pt"))
         for i in range(1, iteration + 1):
             np.savez(os.path.join(run_dir, "kl", f"iter_{i:05d}.npz"), iteration=i)
@@ -268,16 +268,16 @@ def test_generator_state_of_another_device_seeds_the_generator(capsys):
     draws = []
     for recorded in ({"device": "cuda"}, {}):  # recorded, or recognised by its size (older checkpoints)
         kl, member = torch.Generator(), torch.Generator()
-        run_folder.set_rng_states(saved | recorded, kl, member)
+        checkpoints.set_rng_states(saved | recorded, kl, member)
         draws.append((torch.randperm(100, generator=kl), torch.randperm(100, generator=member)))
         assert "the checkpoint's generators ran on cuda, this run's on cpu" in capsys.readouterr().out
     assert all(torch.equal(a, b) for a, b in zip(*draws)) and not torch.equal(*draws[0])
     # on its own device, a state is restored exactly, quietly
     kl = torch.Generator().manual_seed(3)
-    states = run_folder.rng_states(kl, torch.Generator().manual_seed(4))
+    states = checkpoints.rng_states(kl, torch.Generator().manual_seed(4))
     expected = torch.randperm(100, generator=kl)
     again, member = torch.Generator(), torch.Generator()
-    run_folder.set_rng_states(states, again, member)
+    checkpoints.set_rng_states(states, again, member)
     assert torch.equal(torch.randperm(100, generator=again), expected) and capsys.readouterr().out == ""
     assert states["device"] == "cpu"
 
@@ -291,7 +291,7 @@ def test_tensorboard_layout_reads_back(tmp_path):
     assert tags["returns"][:2] == ["^charts/episodic_return$", "^eval/episodic_return$"]
     assert tags["KL"] == ["^kl/seq_kl_mean$", "^kl/ref_kl_start$"]
     assert tags["contraction"] == ["^kl/gamma_D$", "^kl/gamma_D_per_pct$", "^kl/ref_kl_decrease_frac$"]
-    from run_record import ANATOMY  # each anatomy quantity's mean and max, the tags the script logs
+    from ppo_kl.run_record import ANATOMY  # each anatomy quantity's mean and max, the tags the script logs
     assert sorted(tags["update"]) == sorted(f"^update/{name}_{stat}$" for name in ANATOMY for stat in ("mean", "max"))
 
 
@@ -477,13 +477,16 @@ def test_a_run_records_its_code_version_and_a_resume_under_other_code_says_so(tm
 
 
 def test_code_version_outside_git_is_a_hash_of_the_code(tmp_path, monkeypatch):
-    for name in ("a.py", "b.py"):
+    (tmp_path / "ppo_kl").mkdir()
+    for name in ("a.py", "ppo_kl/b.py"):
         (tmp_path / name).write_text(f"# {name}\n")
     monkeypatch.setattr(run_folder, "CODE_ROOT", str(tmp_path))
     first = run_folder.code_version()
     assert first.startswith("sha256:") and run_folder.code_version() == first
-    (tmp_path / "b.py").write_text("# edited\n")
-    assert run_folder.code_version() != first
+    for name in ("a.py", "ppo_kl/b.py"):  # the script's files and the package's
+        (tmp_path / name).write_text("# edited\n")
+        assert run_folder.code_version() != first
+        first = run_folder.code_version()
     # inside a git checkout: the commit, and -dirty once a tracked file is edited
     monkeypatch.setattr(run_folder, "CODE_ROOT", os.path.dirname(SCRIPT))
     head = subprocess.run(["git", "-C", os.path.dirname(SCRIPT), "rev-parse", "HEAD"], capture_output=True,

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import ROOT, TINY_MINIBATCH, fake_runs, run_sweep, sweep
-from sweeps import bash_quote
+from ppo_kl.sweeps import bash_quote
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "sinfo", "squeue", "scontrol", "scancel")
@@ -210,7 +210,7 @@ def test_dry_run_prints_the_sbatch_command_and_the_array_script(tmp_path):
     script = "\n".join(lines[2:end])
     compile(script, "array script", "exec")
     assert lines[end] == f"# {sbatch[-1][:-len('.sh')]}.commands"
-    for part in (f"sys.path.insert(0, {ROOT!r})", "from sweep_launchers import array_task",
+    for part in (f"sys.path.insert(0, {ROOT!r})", "from ppo_kl.sweep_launchers import array_task",
                  f"sys.exit(array_task({lines[end][2:]!r}, {str(runs)!r}))"):
         assert part in script, part
     # the command list: the commands of a local sweep, each under its log's name and its runs' (its own), with the
@@ -249,7 +249,7 @@ def test_the_array_task_waits_on_sigterm_and_requeues_itself_on_usr1(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "0",
            "SLURM_ARRAY_JOB_ID": "7", "SLURM_JOB_ID": "9", "SLURM_RESTART_COUNT": "2"}
     task = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {ROOT!r}); "
-                             "from sweep_launchers import array_task; "
+                             "from ppo_kl.sweep_launchers import array_task; "
                              f"sys.exit(array_task({str(listing)!r}, {str(runs)!r}))"], env=env)
     log = runs / "logs" / "proc.log"
 

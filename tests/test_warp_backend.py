@@ -11,8 +11,8 @@ from gymnasium.envs.mujoco.humanoid_v5 import mass_center
 
 from conftest import load_kl, run_script
 from test_resume import assert_same_run, run_whole_and_stopped_then_resume, scalars
-from vector_envs import MujocoBatchEnv, env_state, get_norm_stats, make_envs, set_env_state
-from warp_envs import CleanRLWrappers
+from ppo_kl.vector_envs import MujocoBatchEnv, env_state, get_norm_stats, make_envs, set_env_state
+from ppo_kl.warp_envs import CleanRLWrappers
 
 # MuJoCo Warp is an install of its own (requirements-warp.txt): without it this module skips, saying how to get it.
 # CI installs it, so there a missing package is a failure, not a skip.
@@ -20,7 +20,7 @@ WARP_MISSING = "MuJoCo Warp not installed: pip install -r requirements-warp.txt"
 if not os.environ.get("CI"):
     pytest.importorskip("warp", reason=WARP_MISSING)
     pytest.importorskip("mujoco_warp", reason=WARP_MISSING)
-from warp_envs import WarpVectorEnv  # noqa: E402
+from ppo_kl.warp_envs import WarpVectorEnv  # noqa: E402
 
 NUM_WORLDS = 3
 # steps, TimeLimit (HalfCheetah never falls: a short limit puts truncations and the resets after them into the run),

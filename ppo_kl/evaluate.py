@@ -1,8 +1,8 @@
 """Evaluate a model saved by ppo_continuous_kl.py --save-model: its policy with the observation/reward
 normalisation statistics it trained with, frozen, for N episodes at once, optionally recording videos of the first.
 
-    python evaluate.py runs/<run>/ppo_continuous_kl.pt                       # 10 episodes, actions sampled
-    python evaluate.py runs/<run>/ppo_continuous_kl.pt --episodes 3 --deterministic --capture-video
+    python -m ppo_kl.evaluate runs/<run>/ppo_continuous_kl.pt                # 10 episodes, actions sampled
+    python -m ppo_kl.evaluate runs/<run>/ppo_continuous_kl.pt --episodes 3 --deterministic --capture-video
 
 With --seed at the run's seed and --episodes at its --eval-episodes, the returns are those the run printed after
 saving (the same envs, seeds and action draws).
@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import tyro
 
-from agent import Agent
-from evaluation import eval_norm_stats, evaluate
-from run_record import fail
-from vector_envs import make_envs, quiet_mujoco, set_norm_stats
+from ppo_kl.agent import Agent
+from ppo_kl.evaluation import eval_norm_stats, evaluate
+from ppo_kl.flags import parse_flags
+from ppo_kl.run_record import fail
+from ppo_kl.vector_envs import make_envs, quiet_mujoco, set_norm_stats
 
 
 @dataclass
@@ -56,7 +57,7 @@ def load_model(path):
 
 
 def main():
-    opts = tyro.cli(EvalArgs)
+    opts = parse_flags(EvalArgs, prog="python -m ppo_kl.evaluate")
     if opts.episodes < 1:
         fail(f"--episodes takes a positive integer, got {opts.episodes}")
     saved = load_model(opts.model)

@@ -2,8 +2,8 @@
 # their names, the runs already on disk checked against the sweep's flags, the runs grouped into processes, every
 # command checked by the training script's own flag checks before anything starts, and the two launchers
 # (sweep_launchers.py): local processes (--jobs at a time) or one SLURM job array. The entry scripts run
-# `python sweeps.py minibatch|env_rollout [options] [-- flags for ppo_continuous_kl.py]`; only the standard library
-# is imported until the runs are checked, so --help, bad options and the SLURM array tasks start at once.
+# `python -m ppo_kl.sweeps minibatch|env_rollout [options] [-- flags for ppo_continuous_kl.py]`; only the standard
+# library is imported until the runs are checked, so --help, bad options and the SLURM array tasks start at once.
 import io
 import json
 import os
@@ -19,7 +19,7 @@ from contextlib import redirect_stderr
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 SCRIPT = os.path.join(HERE, "ppo_continuous_kl.py")
 
 # Each sweep's own options with their defaults, then the options both take.
@@ -374,7 +374,7 @@ def checked_args(argv, name, cache):
     --); a refusal ends the sweep with one line naming the run."""
     if tuple(argv) not in cache:
         try:
-            from check_flags import check_args, parse_flags
+            from ppo_kl.flags import resolve_args, parse_flags
             from ppo_continuous_kl import Args
         except ImportError as e:
             error(f"cannot check the sweep's runs: {sys.executable} cannot import the training script ({e}); set "
@@ -383,7 +383,7 @@ def checked_args(argv, name, cache):
             error(f"ppo_continuous_kl.py refuses run {name}: the flags after -- ask for its --help")
         try:
             with redirect_stderr(io.StringIO()):  # what tyro says is in the message parse_flags makes of it
-                cache[tuple(argv)] = check_args(parse_flags(Args, argv[2:]))
+                cache[tuple(argv)] = resolve_args(parse_flags(Args, argv[2:]))
         except SystemExit as e:
             error(f"ppo_continuous_kl.py refuses run {name}: {str(e.code).removeprefix('error: ')}")
     return cache[tuple(argv)]
@@ -398,7 +398,7 @@ def check_runs_on_disk(opts, runs, checked):
     the training script compares a resumed run's. Any difference refuses the sweep, with the runs and their flags
     listed. Returns the iteration of each checkpoint, so that only runs cut short at the same iteration resume as
     one process."""
-    from run_folder import describe_flags, differing_flags
+    from ppo_kl.run_folder import describe_flags, differing_flags
     differing, iterations = [], {}
     for run in runs:
         finished = has_file(opts, run, "summary.json")
@@ -510,7 +510,7 @@ def main(argv, prog=None):
         checked_args(process.argv, process.name, cache)
     if not opts["--dry-run"]:
         make_runs_dir(opts["--runs-dir"])
-    from sweep_launchers import run_local, submit_slurm_array  # they use this module's helpers
+    from ppo_kl.sweep_launchers import run_local, submit_slurm_array  # they use this module's helpers
 
     if opts["--launcher"] == "slurm":
         return submit_slurm_array(opts, grid, processes, completed)

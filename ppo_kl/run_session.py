@@ -13,18 +13,13 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from evaluation import evaluate, freeze_training_stats, log_evaluation
-from kl_profiling import write_kl_profile
-from run_folder import (code_version, discard_kl_after, disk_need_bytes, member_adam_state, resolve_runs,
-                        resume_hint, rng_states, save_checkpoint, set_rng_states, stacked_adam_state, stop_on_signals,
-                        write_hparams, write_tensorboard_layout)
-from run_record import ANATOMY, fail
-from vector_envs import env_state, get_norm_stats, set_env_state
-
-
-def hms(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+from ppo_kl.evaluation import evaluate, freeze_training_stats, log_evaluation
+from ppo_kl.kl_profiling import write_kl_profile
+from ppo_kl.checkpoints import member_adam_state, rng_states, save_checkpoint, set_rng_states, stacked_adam_state
+from ppo_kl.run_folder import (code_version, discard_kl_after, disk_need_bytes, resolve_runs, resume_hint,
+                               stop_on_signals, write_hparams, write_tensorboard_layout)
+from ppo_kl.run_record import ANATOMY, fail, hms
+from ppo_kl.vector_envs import env_state, get_norm_stats, set_env_state
 
 
 class RunSession:
@@ -51,6 +46,7 @@ class RunSession:
         self.writers = []
 
     def describe(self, device, compiled, store):
+        """The console's first line: where the runs are and what they train."""
         args, dirs = self.args, self.run_dirs
         print(f"{dirs[0] if len(dirs) == 1 else f'{len(dirs)} runs: ' + ', '.join(dirs)}: {args.env_id} on {device} "
               f"({args.env_backend}), {args.num_envs} envs x {args.num_steps} steps, {args.num_minibatches} minibatches"
@@ -58,13 +54,15 @@ class RunSession:
               + (", compiled update" if compiled else "")
               + (f", {len(dirs)} seeds in lockstep" if len(dirs) > 1 else "")
               + (f", KL store {store.nbytes() / 2**20:.0f} MiB" if store else ""), flush=True)
-        self.compiled = compiled
 
-    def start(self, agent, optimizer, envs, eval_envs, generators, kl_generators, next_obs, next_done):
-        """Restores the runs from their checkpoints (agent, Adam, envs, generators), or writes the first ones, which
-        proves the folders writable before any training; checks the disk; opens TensorBoard. Returns the first
-        iteration to train, the global step, and the next observations and dones."""
+    def start(self, agent, optimizer, envs, eval_envs, generators, kl_generators, next_obs, next_done, compiled,
+              store):
+        """Says what the runs train; restores them from their checkpoints (agent, Adam, envs, generators), or writes
+        the first ones, which proves the folders writable before any training; checks the disk; opens TensorBoard.
+        Returns the first iteration to train, the global step, and the next observations and dones."""
         args, device = self.args, next_obs.device
+        self.describe(device, compiled, store)
+        self.compiled = compiled
         self.agent, self.optimizer, self.envs, self.eval_envs = agent, optimizer, envs, eval_envs
         self.generators, self.kl_generators = generators, kl_generators
         self.recent_returns, self.iteration_wall_s, self.session_wall_s = [[] for _ in self.seeds], [], []

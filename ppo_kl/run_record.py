@@ -25,6 +25,12 @@ def warn(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
+def hms(seconds):
+    """A duration as the progress lines print it: 1:02:03, 0:00:05."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def read_json(path, required=False):
     """A JSON file's content; when it is missing or unreadable, None, or with `required` a one-line stop."""
     try:

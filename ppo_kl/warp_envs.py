@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 import torch
 
-from grouped_wrappers import member_slices
+from ppo_kl.grouped_wrappers import member_slices
 
 WARP_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Humanoid-v5")
 WARP_REFUSED = {

@@ -11,7 +11,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-from grouped_wrappers import GroupedCleanRLWrappers
+from ppo_kl.grouped_wrappers import GroupedCleanRLWrappers
 
 
 def quiet_mujoco():
@@ -190,7 +190,7 @@ def make_envs(env_id, num_envs, gamma, norm_stats="per-env", capture_video=False
     its own wrappers, in torch."""
     total = num_members * num_envs
     if backend == "warp":
-        from warp_envs import CleanRLWrappers, WarpVectorEnv  # imports MuJoCo Warp only when asked for
+        from ppo_kl.warp_envs import CleanRLWrappers, WarpVectorEnv  # imports MuJoCo Warp only when asked for
         envs = CleanRLWrappers(WarpVectorEnv(env_id, total, device, num_members=num_members), gamma, norm_stats,
                                num_members)
     elif backend == "mujoco-batch":

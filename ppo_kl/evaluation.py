@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from vector_envs import get_norm_stats, set_norm_stats
+from ppo_kl.vector_envs import get_norm_stats, set_norm_stats
 
 
 @torch.no_grad()

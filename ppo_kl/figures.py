@@ -15,7 +15,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from findings import PAPER, PHASES, num  # noqa: E402
+from ppo_kl.findings import PAPER, PHASES  # noqa: E402
+from ppo_kl.findings_text import num  # noqa: E402
 
 BUNDLED_FONTS = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 

@@ -168,28 +168,34 @@ def improvement(x, y):
     return (np.sign(x[..., :, None] - y[..., None, :]) + 1).mean((-1, -2)) / 2
 
 
-def across_envs(pairs, sign, margin=None, rng=0):
-    """The probability that a run of setting x beats one of setting y, averaged over envs (pairs: (x, y) per env),
-    with a stratified bootstrap (seeds resampled within each env and setting): `supported` when the interval lies
-    on the claim's side of 1/2 (sign +1: x better, -1: y better), or within 1/2 +- margin for an equivalence."""
+def stratified_bootstrap(pairs, statistic, centre, sign, margin, rng, method, similar=""):
+    """An effect across envs (pairs: (x, y) per env) with its interval from a stratified bootstrap: each env's seeds
+    resampled within their env and setting, statistic(xs, ys) of the envs' samples (resampled ones carry a leading
+    axis of resamples), percentile interval at AGGREGATE_LEVEL. `supported` when the interval lies on the claim's
+    side of centre (sign +1: x higher), or within centre +- margin for an equivalence (said by `similar`)."""
     pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in pairs]
     if not pairs or min(min(len(x), len(y)) for x, y in pairs) < 2:
         return undetermined_numbers("level", "fewer than 2 seeds in some env")
     rng = np.random.default_rng(rng)
-    estimate = float(np.mean([improvement(x, y) for x, y in pairs]))
-    draws = np.zeros(RESAMPLES)
-    for x, y in pairs:
-        draws += improvement(x[rng.integers(0, len(x), (RESAMPLES, len(x)))],
-                             y[rng.integers(0, len(y), (RESAMPLES, len(y)))])
-    low, high = np.quantile(draws / len(pairs), [(1 - AGGREGATE_LEVEL) / 2, (1 + AGGREGATE_LEVEL) / 2])
+    resampled = [[s[rng.integers(0, len(s), (RESAMPLES, len(s)))] for s in pair] for pair in pairs]
+    estimate = float(statistic(*zip(*pairs)))
+    low, high = np.quantile(statistic(*zip(*resampled)), [(1 - AGGREGATE_LEVEL) / 2, (1 + AGGREGATE_LEVEL) / 2])
     if margin is None:
-        verdict, threshold = side_verdict(low, high, 0.5, sign), 0.5
+        verdict, threshold = side_verdict(low, high, centre, sign), centre
     else:
-        verdict, threshold = equivalence_verdict(low - 0.5, high - 0.5, margin), margin
+        verdict, threshold = equivalence_verdict(low - centre, high - centre, margin), margin
     return dict(estimate=estimate, low=float(low), high=float(high), threshold=threshold, p_value=np.nan,
-                verdict=verdict, seeds_needed=None, method="probability of improvement averaged over envs, stratified "
-                f"bootstrap (percentile at {AGGREGATE_LEVEL:.0%}, which covers 95% at 4 seeds)"
-                + ("" if margin is None else f"; similar when within 0.5 +- {margin}"))
+                verdict=verdict, seeds_needed=None, method=f"{method}, stratified bootstrap (percentile at "
+                f"{AGGREGATE_LEVEL:.0%}, which covers 95% at 4 seeds)" + ("" if margin is None else similar))
+
+
+def across_envs(pairs, sign, margin=None, rng=0):
+    """The probability that a run of setting x beats one of setting y, averaged over envs (pairs: (x, y) per env):
+    `supported` when its interval lies on the claim's side of 1/2 (sign +1: x better, -1: y better), or within
+    1/2 +- margin for an equivalence."""
+    return stratified_bootstrap(pairs, lambda xs, ys: np.mean([improvement(x, y) for x, y in zip(xs, ys)], 0),
+                                0.5, sign, margin, rng, "probability of improvement averaged over envs",
+                                f"; similar when within 0.5 +- {margin}")
 
 
 def iqm(values):
@@ -199,29 +205,11 @@ def iqm(values):
 
 def iqm_across_envs(pairs, sign, margin=None, rng=0):
     """The IQM of setting x's scores minus setting y's, every env's scores pooled (pairs: (x, y) per env, on a
-    scale common to the envs), with a stratified bootstrap (seeds resampled within each env and setting):
-    `supported` when the interval lies on the claim's side of 0 (sign +1: x higher), or within +- margin for an
-    equivalence."""
-    pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in pairs]
-    if not pairs or min(min(len(x), len(y)) for x, y in pairs) < 2:
-        return undetermined_numbers("level", "fewer than 2 seeds in some env")
-    rng = np.random.default_rng(rng)
-
-    def resampled(samples):
-        return np.concatenate([s[rng.integers(0, len(s), (RESAMPLES, len(s)))] for s in samples], axis=1)
-
-    xs, ys = zip(*pairs)
-    estimate = float(iqm(np.concatenate(xs)) - iqm(np.concatenate(ys)))
-    low, high = np.quantile(iqm(resampled(xs)) - iqm(resampled(ys)),
-                            [(1 - AGGREGATE_LEVEL) / 2, (1 + AGGREGATE_LEVEL) / 2])
-    if margin is None:
-        verdict, threshold = side_verdict(low, high, 0.0, sign), 0.0
-    else:
-        verdict, threshold = equivalence_verdict(low, high, margin), margin
-    return dict(estimate=estimate, low=float(low), high=float(high), threshold=threshold, p_value=np.nan,
-                verdict=verdict, seeds_needed=None, method="difference of IQMs over envs, stratified bootstrap "
-                f"(percentile at {AGGREGATE_LEVEL:.0%}, which covers 95% at 4 seeds)"
-                + ("" if margin is None else f"; similar when within +-{margin:.3g}"))
+    scale common to the envs): `supported` when its interval lies on the claim's side of 0 (sign +1: x higher),
+    or within +- margin for an equivalence."""
+    return stratified_bootstrap(pairs, lambda xs, ys: iqm(np.concatenate(xs, -1)) - iqm(np.concatenate(ys, -1)),
+                                0.0, sign, margin, rng, "difference of IQMs over envs",
+                                f"; similar when within +-{margin:.3g}" if margin is not None else "")
 
 
 def seeds_for(decided):

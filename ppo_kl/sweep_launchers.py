@@ -11,12 +11,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from sweeps import HERE, Process, bash_quote, clear_unstarted_runs, dry_run_notes, has_file, say
-# ---- the local launcher
+from ppo_kl.run_record import hms
+from ppo_kl.sweeps import HERE, Process, bash_quote, clear_unstarted_runs, dry_run_notes, has_file, say
 
-def hms(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+# ---- the local launcher
 
 
 @dataclass
@@ -195,8 +194,8 @@ def submit_slurm_array(opts, grid, processes, completed):
     text = (f"#!{python if os.path.isabs(python) else '/usr/bin/env ' + python}\n"
             "# One process of a sweep per task of a SLURM job array, written by the sweep's --launcher slurm:\n"
             "# line SLURM_ARRAY_TASK_ID + 1 of the command list, run to its end across requeues\n"
-            "# (sweep_launchers.array_task).\n"
-            f"import sys\nsys.path.insert(0, {HERE!r})\nfrom sweep_launchers import array_task\n"
+            "# (ppo_kl.sweep_launchers.array_task).\n"
+            f"import sys\nsys.path.insert(0, {HERE!r})\nfrom ppo_kl.sweep_launchers import array_task\n"
             f"sys.exit(array_task({listing!r}, {runs_dir!r}))\n")
     if opts["--dry-run"]:
         for note in filter(None, dry_run_notes(opts, completed, processes)):

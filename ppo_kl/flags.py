@@ -14,19 +14,19 @@ import gymnasium as gym
 import torch
 import tyro
 
-from run_folder import check_paths
-from run_record import fail
-from vector_envs import MUJOCO_BATCH_ENVS, quiet_mujoco
-from warp_envs import WARP_ENVS, WARP_REFUSED, import_warp
+from ppo_kl.run_folder import check_paths
+from ppo_kl.run_record import fail
+from ppo_kl.vector_envs import MUJOCO_BATCH_ENVS, quiet_mujoco
+from ppo_kl.warp_envs import WARP_ENVS, WARP_REFUSED, import_warp
 
 
-def parse_flags(args_class, args=None):
+def parse_flags(args_class, args=None, prog=None):
     """tyro's parse of the command line (or of `args`, as the sweeps check their runs' commands), its boxed error
     messages folded into the one `error: ...` line every other bad flag gets (--help passes through untouched)."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return tyro.cli(args_class, args=args)
+            return tyro.cli(args_class, args=args, prog=prog)
     except SystemExit as e:
         if not e.code:
             raise
@@ -83,8 +83,9 @@ def check_memory(args, obs_dim, act_dim):
              "make them smaller (or --kl-every larger)")
 
 
-def check_args(args):
-    """Rejects bad flags before anything expensive starts, and fills in the derived sizes."""
+def resolve_args(args):
+    """Checks every flag before anything expensive starts, and resolves what the flags leave open: the batch and
+    minibatch sizes, the iterations, --kl-num-states and --env-backend auto."""
     def need(flag, ok, allowed):
         if not ok:
             fail(f"--{flag.replace('_', '-')} must be {allowed}, got {getattr(args, flag)}")

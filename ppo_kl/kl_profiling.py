@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import torch
 
-from run_folder import save_npz_atomic
+from ppo_kl.checkpoints import save_npz_atomic
 
 
 def kl_from_mean_gap(sq_gap, logstd_p, logstd_q):
