@@ -156,7 +156,45 @@ class Rollout:
 def collect_rollout(envs, agent, rollout, next_obs, next_done, generators):
     """Steps every env num_steps times with its member's current policy; returns the next obs/done and, per member,
     the (step, return, length) of every episode that finished."""
-    on_device = getattr(envs, "on_device", False)  # --env-backend warp: tensors in and out, no host round trip
+    if getattr(envs, "on_device", False):  # --env-backend warp: tensors in and out, no host round trip
+        return collect_rollout_on_device(envs, agent, rollout, next_obs, next_done, generators)
+    num_steps, num_seeds, num_envs = rollout.rewards.shape
+    device = next_obs.device
+    on_cpu = device.type == "cpu"
+    act = agent.acting_step(generators)
+    # At one env a numpy <-> torch conversion costs about as much as a layer of the policy, so the envs' outputs
+    # are written into numpy views of the storage and the policy reads its observations from there; on a GPU they
+    # go into host tensors, moved over once at the end
+    obs, dones, rewards = (x if on_cpu else torch.zeros(x.shape) for x in (rollout.obs, rollout.dones, rollout.rewards))
+    obs_np = obs.numpy().reshape(num_steps, num_seeds * num_envs, -1)
+    dones_np, rewards_np = (x.numpy().reshape(num_steps, -1) for x in (dones, rewards))
+    obs_steps = obs.unbind(0)
+    actions, logprobs, values = (x.unbind(0) for x in (rollout.actions, rollout.logprobs, rollout.values))
+    actions_np = rollout.actions.numpy().reshape(num_steps, num_seeds * num_envs, -1) if on_cpu else None
+    next_obs, next_done = next_obs.flatten(0, 1).cpu().numpy(), next_done.flatten().cpu().numpy()
+    episodes = [[] for _ in range(num_seeds)]
+    with torch.no_grad():
+        for step in range(num_steps):
+            obs_np[step], dones_np[step] = next_obs, next_done
+            act(obs_steps[step] if on_cpu else obs_steps[step].to(device), actions[step], logprobs[step],
+                values[step])
+            action = actions_np[step] if on_cpu else actions[step].flatten(0, 1).cpu().numpy()
+            next_obs, reward, terminations, truncations, infos = envs.step(action)
+            next_done = np.logical_or(terminations, truncations)
+            rewards_np[step] = reward
+            if "episode" in infos:
+                ended_episode = infos["episode"]
+                for i in np.flatnonzero(infos["_episode"]):
+                    episodes[i // num_envs].append((step, float(ended_episode["r"][i]), int(ended_episode["l"][i])))
+    if not on_cpu:
+        for storage, host in zip((rollout.obs, rollout.dones, rollout.rewards), (obs, dones, rewards)):
+            storage.copy_(host)
+    return (torch.as_tensor(next_obs, dtype=torch.float32, device=device).view(num_seeds, num_envs, -1),
+            torch.as_tensor(next_done, dtype=torch.float32, device=device).view(num_seeds, num_envs), episodes)
+
+
+def collect_rollout_on_device(envs, agent, rollout, next_obs, next_done, generators):
+    """collect_rollout for envs that take and return tensors on the device (--env-backend warp)."""
     num_steps, num_seeds, num_envs = rollout.rewards.shape
     device = next_obs.device
     episodes = [[] for _ in range(num_seeds)]
@@ -171,27 +209,14 @@ def collect_rollout(envs, agent, rollout, next_obs, next_done, generators):
         rollout.values[step] = value
         rollout.actions[step] = action
         rollout.logprobs[step] = logprob
-        if on_device:
-            obs, reward, terminations, truncations, infos = envs.step(action.flatten(0, 1))
-            next_obs, next_done = obs.view(next_obs.shape), (terminations | truncations).float().view(next_done.shape)
-            rollout.rewards[step] = reward.view(num_seeds, num_envs)
-            ended[step], ended_returns[step], ended_lengths[step] = (
-                infos[k].view(num_seeds, num_envs) for k in ("episode_done", "episode_return", "episode_length"))
-        else:
-            obs, reward, terminations, truncations, infos = envs.step(action.flatten(0, 1).cpu().numpy())
-            next_obs = torch.as_tensor(obs, dtype=torch.float32, device=device).view(next_obs.shape)
-            next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32,
-                                        device=device).view(next_done.shape)
-            reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
-            rollout.rewards[step] = reward.view(num_seeds, num_envs)
-            if "episode" in infos:
-                ended_episode = infos["episode"]
-                for i in np.flatnonzero(infos["_episode"]):
-                    episodes[i // num_envs].append((step, float(ended_episode["r"][i]), int(ended_episode["l"][i])))
-    if on_device:  # the episodes that ended, read in one go
-        for step, member, env in ended.nonzero().tolist():
-            episodes[member].append((step, ended_returns[step, member, env].item(),
-                                     ended_lengths[step, member, env].item()))
+        obs, reward, terminations, truncations, infos = envs.step(action.flatten(0, 1))
+        next_obs, next_done = obs.view(next_obs.shape), (terminations | truncations).float().view(next_done.shape)
+        rollout.rewards[step] = reward.view(num_seeds, num_envs)
+        ended[step], ended_returns[step], ended_lengths[step] = (
+            infos[k].view(num_seeds, num_envs) for k in ("episode_done", "episode_return", "episode_length"))
+    for step, member, env in ended.nonzero().tolist():  # the episodes that ended, read in one go
+        episodes[member].append((step, ended_returns[step, member, env].item(),
+                                 ended_lengths[step, member, env].item()))
     return next_obs, next_done, episodes
 
 

@@ -56,6 +56,15 @@ def ours_command(runs_dir, run_name, num_envs, num_steps, minibatch_size, iterat
             "--total-timesteps", str(iterations * num_envs * num_steps), *extra]
 
 
+def cleanrl_command(python, script, num_envs, num_steps, minibatch_size, iterations):
+    """CleanRL's ppo_continuous_action.py on HalfCheetah-v4 (its stack's) at the same size, and the environment that
+    keeps torch on one thread: with its default threads it is several times slower on a 2-core CPU."""
+    batch = num_envs * num_steps
+    cmd = [python, script, "--env-id", "HalfCheetah-v4", "--num-envs", str(num_envs), "--num-steps", str(num_steps),
+           "--num-minibatches", str(batch // minibatch_size), "--total-timesteps", str(iterations * batch)]
+    return cmd, {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def ours_setting(log_path):
     """What our script said it runs (env, device, env backend, sizes, compiled or not), from the first line of its
     log: --env-backend auto and --compile auto are resolved there."""

@@ -43,7 +43,7 @@ import statistics
 import sys
 import tempfile
 
-from processes import ours_command, ours_setting, run_one  # this folder is on the path when the script runs
+from processes import cleanrl_command, ours_command, ours_setting, run_one  # this folder is on the path
 
 SB3_PROGRAM = r"""
 import sys
@@ -66,15 +66,13 @@ PROGRAMS = ("ours", "CleanRL", "SB3")
 
 def commands(opts, runs_dir, minibatch_size, round_):
     """The three programs' command lines and environments for one minibatch size."""
-    batch = opts.num_envs * opts.num_steps
     ours = ours_command(runs_dir, f"ours_mb{minibatch_size}_r{round_}", opts.num_envs, opts.num_steps, minibatch_size,
                         opts.iterations, shlex.split(opts.ours_flags))
-    cleanrl = [opts.cleanrl_python, opts.cleanrl_script, "--env-id", "HalfCheetah-v4", "--num-envs", str(opts.num_envs),
-               "--num-steps", str(opts.num_steps), "--num-minibatches", str(batch // minibatch_size),
-               "--total-timesteps", str(opts.iterations * batch)]
+    cleanrl = cleanrl_command(opts.cleanrl_python, opts.cleanrl_script, opts.num_envs, opts.num_steps, minibatch_size,
+                              opts.iterations)
     sb3 = [opts.sb3_python, "-c", SB3_PROGRAM, str(opts.num_envs), str(opts.num_steps), str(minibatch_size),
            str(opts.iterations)]
-    return {"ours": (ours, None), "CleanRL": (cleanrl, {**os.environ, "OMP_NUM_THREADS": "1"}), "SB3": (sb3, None)}
+    return {"ours": (ours, None), "CleanRL": cleanrl, "SB3": (sb3, None)}
 
 
 def main():

@@ -87,3 +87,45 @@ class Agent(nn.Module):
                    - math.log(math.sqrt(2 * math.pi)))
         entropy = 0.5 + 0.5 * math.log(2 * math.pi) + action_logstd
         return action, logprob.sum(-1), entropy.sum(-1), self.get_value(x, params)
+
+    @torch.no_grad()
+    def acting_step(self, generators):
+        """get_action_and_value(x, generators=generators) for a rollout, during which the weights stay put: returns
+        act(x, action, logprob, value), which writes a step's actions [S, B, A], log-probabilities and values [S, B]
+        into the given tensors (the rollout's storage). The expressions and draws are get_action_and_value's, so the
+        numbers are the same bit for bit, but at one env its cost is per-op overhead, so: the layers' views, the
+        std and 2 std^2 are taken once, not at every step; every intermediate goes into a buffer of its own (out=,
+        in place) instead of a fresh tensor; the entropy is left out. Call it under torch.no_grad()."""
+        params = self.params.detach()
+
+        def prepared(net):
+            return [(weight.transpose(1, 2), bias.unsqueeze(1))
+                    for weight, bias in (self.layer(f"{net}.{i}", params) for i in (0, 2, 4))]
+
+        actor, critic = prepared("actor_mean"), prepared("critic")
+        logstd = self.layer("actor_logstd", params).unsqueeze(1)
+        std = torch.exp(logstd)
+        two_var = 2 * std**2
+        log_sqrt_2pi = math.log(math.sqrt(2 * math.pi))
+        hidden, mean, noise, scratch = None, None, None, None
+
+        def mlp_into(x, layers, out):
+            for (weight, bias), h in zip(layers[:-1], hidden):
+                x = torch.tanh_(torch.baddbmm(bias, x, weight, out=h))
+            weight, bias = layers[-1]
+            torch.baddbmm(bias, x, weight, out=out)
+
+        def act(x, action, logprob, value):
+            nonlocal hidden, mean, noise, scratch
+            if mean is None or mean.shape != action.shape:
+                hidden = [action.new_empty(*action.shape[:2], bias.shape[-1]) for _, bias in actor[:-1]]
+                mean, noise, scratch = (torch.empty_like(action) for _ in range(3))
+            mlp_into(x, actor, mean)
+            for m, generator in enumerate(generators):
+                torch.randn(noise.shape[1:], generator=generator, out=noise[m])
+            torch.add(mean, torch.mul(std, noise, out=scratch), out=action)
+            torch.sub(action, mean, out=scratch).pow_(2).neg_().div_(two_var).sub_(logstd).sub_(log_sqrt_2pi)
+            torch.sum(scratch, -1, out=logprob)
+            mlp_into(x, critic, value.unsqueeze(-1))
+
+        return act

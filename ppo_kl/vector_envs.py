@@ -47,6 +47,10 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self.max_episode_steps = gym.spec(env_id).max_episode_steps
         model = self.reference.model
+        # read once: the env's dt is a property computed through MuJoCo's bindings, costly at every step of one env
+        self.dt = self.reference.dt
+        self.healthy_matters = hasattr(self.reference, "_healthy_reward") or getattr(
+            self.reference, "_terminate_when_unhealthy", False)
         # Ant and Humanoid observe the contact forces cfrc_ext, which Gymnasium computes after each step with
         # mj_rnePostConstraint, a call mujoco.batch does not make. A persistent batch keeps every env's whole
         # MjData, so each env's can be copied out after the step and the call made on the copy.
@@ -81,26 +85,27 @@ class MujocoBatchEnv(gym.vector.VectorEnv):
     def step(self, actions):
         env = self.reference
         resetting = self.needs_reset
-        stepping = np.flatnonzero(~resetting)
+        any_resetting = resetting.any()
+        stepping = np.flatnonzero(~resetting) if any_resetting else None  # None: every env
         x_before = self.x_position.copy()
         self.ctrl[:] = actions
-        self.batch.step(ids=None if len(stepping) == self.num_envs else stepping, nstep=env.frame_skip)
+        self.batch.step(ids=stepping, nstep=env.frame_skip)
         if self.contact_forces:
-            for i in stepping:
+            for i in range(self.num_envs) if stepping is None else stepping:
                 self.batch.get_data(i, self.scratch)
                 mujoco.mj_rnePostConstraint(env.model, self.scratch)
                 self.cfrc_ext[i] = self.scratch.cfrc_ext
         self.x_position = self._x_position()
-        if resetting.any():
+        if any_resetting:
             self._reset_envs(np.flatnonzero(resetting))
-        x_velocity = (self.x_position - x_before) / env.dt
+        x_velocity = (self.x_position - x_before) / self.dt
         # Gymnasium's expressions in its order and dtypes: rewards - costs, the control cost in float32 as the
         # actions are (Humanoid's in float64: it squares data.ctrl)
-        healthy = self._healthy()
+        healthy = self._healthy() if self.healthy_matters else None
         rewards = env._forward_reward_weight * x_velocity
         if hasattr(env, "_healthy_reward"):
             rewards = rewards + healthy * env._healthy_reward
-        costs = env._ctrl_cost_weight * np.sum(np.square(self.ctrl if self.kind == "Humanoid" else actions), axis=1)
+        costs = env._ctrl_cost_weight * np.square(self.ctrl if self.kind == "Humanoid" else actions).sum(axis=1)
         if self.kind == "Ant":
             clipped = np.clip(self.cfrc_ext, *env._contact_force_range).reshape(self.num_envs, -1)
             costs = costs + env._contact_cost_weight * np.sum(np.square(clipped), axis=1)
