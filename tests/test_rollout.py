@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Normal
 
 from ppo_continuous_kl import Agent, Rollout, collect_rollout
-from vector_envs import make_envs
+from ppo_kl.vector_envs import make_envs
 
 
 def generators(seeds):
