@@ -3,6 +3,7 @@ import io
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -31,6 +32,53 @@ def run_script(runs_dir, run_name, *flags, check=True):
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc, os.path.join(str(runs_dir), run_name)
+
+
+def error_of(call):
+    """The one line a refusal prints: call() stops with SystemExit("error: ..."), which Python prints to stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def files_under(folder):
+    return sorted(os.path.relpath(os.path.join(parent, name), folder)
+                  for parent, dirs, files in os.walk(folder) for name in dirs + files)
+
+
+def refusal(runs_dir, run_name, *flags):
+    """The error line with which the training script refuses a command, from the checks its main block makes
+    before anything expensive (parse_flags, resolve_args, then RunSession, which takes the run folders), made
+    here in this process as run_script would run them: a new Python costs seconds of imports per command.
+    Asserts that the refusal wrote nothing, neither into the scratch folder around runs_dir (where run_script
+    runs from) nor to stderr, so the error is the one line the script prints."""
+    from ppo_continuous_kl import Args
+    from ppo_kl import run_folder
+    from ppo_kl.flags import parse_flags, resolve_args
+    from ppo_kl.run_session import RunSession
+    scratch = os.path.dirname(str(runs_dir))
+    before = files_under(scratch)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stderr = io.StringIO()
+
+    def main():
+        argv = ["--runs-dir", str(runs_dir), "--run-name", run_name, *flags]
+        with contextlib.chdir(scratch), contextlib.redirect_stderr(stderr):
+            args = resolve_args(parse_flags(Args, argv, prog=os.path.basename(SCRIPT)))
+            RunSession(args).close()
+
+    try:
+        message = error_of(main)
+    finally:  # a command let through, or refused after taking its folder: this process holds neither
+        for held in list(run_folder._held):
+            run_folder.release_run_folder(held)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert stderr.getvalue() == "", stderr.getvalue()
+    assert files_under(scratch) == before
+    return message
 
 
 def load_kl(run_dir):

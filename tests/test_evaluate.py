@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, error_of
 
 
 
@@ -37,14 +37,25 @@ def test_a_saved_model_evaluates_as_the_run_did(run, request):
     assert other["returns"] != result["returns"]
 
 
-def test_bad_input_is_refused_in_one_line(tiny_run, tmp_path):
-    not_a_model = tmp_path / "notes.pt"
-    not_a_model.write_text("hello")
-    for flags, words in (([str(tmp_path / "missing.pt")], "does not exist"),
-                         ([str(not_a_model)], "not a readable model file"),
-                         ([os.path.join(tiny_run, "checkpoint.pt")], "not a model saved by"),
-                         ([os.path.join(tiny_run, "ppo_continuous_kl.pt"), "--episodes", "0"], "--episodes")):
-        proc = evaluate(*flags)
-        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-        last = proc.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: ") and words in last, last
+BAD_INPUT = [(["{tmp}/missing.pt"], "does not exist"),
+             (["{tmp}/notes.pt"], "not a readable model file"),
+             (["{run}/checkpoint.pt"], "not a model saved by"),
+             (["{run}/ppo_continuous_kl.pt", "--episodes", "0"], "--episodes")]
+
+
+@pytest.mark.parametrize("flags,words", BAD_INPUT, ids=[" ".join(c[0]) for c in BAD_INPUT])
+def test_bad_input_is_refused_in_one_line(tiny_run, tmp_path, monkeypatch, flags, words):
+    """ppo_kl.evaluate's main in this process: a new Python costs seconds of imports per command."""
+    from ppo_kl import evaluate as evaluate_module
+    (tmp_path / "notes.pt").write_text("hello")
+    flags = [flags[0].format(tmp=tmp_path, run=tiny_run), *flags[1:]]
+    monkeypatch.setattr(sys, "argv", ["python -m ppo_kl.evaluate", *flags])
+    line = error_of(evaluate_module.main)
+    assert words in line, line
+
+
+def test_bad_input_is_refused_in_one_stderr_line_by_the_module_itself(tmp_path):
+    proc = evaluate(str(tmp_path / "missing.pt"))
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        f"error: model {tmp_path / 'missing.pt'} does not exist; ppo_continuous_kl.py --save-model writes "
+        "<run folder>/ppo_continuous_kl.pt"], proc.stderr

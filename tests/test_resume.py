@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from conftest import SCRIPT, load_kl, run_script
+from conftest import SCRIPT, load_kl, refusal, run_script
 
 # Ant and Humanoid fall within a few dozen steps of a fresh policy, so episodes end, reset and get logged
 # on both sides of the stop.
@@ -120,11 +120,9 @@ def copy_of(run_dir, tmp_path):
 def test_resume_refuses_other_flags_and_lists_them(stopped_run, tmp_path):
     runs, name = copy_of(stopped_run, tmp_path)
     flags = [*TINY_LONG[:-1], "256", "--learning-rate", "0.001", "--num-threads", "2"]
-    proc, run_dir = run_script(runs, name, *flags, check=False)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: cannot resume") and "--learning-rate 0.001 (checkpoint: 0.0003)" in lines[0]
-    assert "--total-timesteps 256 (checkpoint: 2560)" in lines[0] and "--num-threads" not in lines[0]
+    line = refusal(runs, name, *flags)
+    assert line.startswith("error: cannot resume") and "--learning-rate 0.001 (checkpoint: 0.0003)" in line
+    assert "--total-timesteps 256 (checkpoint: 2560)" in line and "--num-threads" not in line
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -134,20 +132,17 @@ def test_damaged_checkpoint_is_refused_not_restarted(stopped_run, tmp_path, dama
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a checkpoint" * 100)
     damaged, before = path.read_bytes(), sorted(os.listdir(runs / name))
-    proc, _ = run_script(runs, name, *TINY_LONG, check=False)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"error: checkpoint {path} is unreadable, probably truncated or corrupt")
+    line = refusal(runs, name, *TINY_LONG)
+    assert line.startswith(f"error: checkpoint {path} is unreadable, probably truncated or corrupt"), line
     assert path.read_bytes() == damaged and sorted(os.listdir(runs / name)) == before
 
 
 def test_finished_run_is_not_rerun_and_resume_needs_a_checkpoint(tiny_run, tmp_path):
     runs_dir, name = os.path.split(tiny_run)
-    proc, _ = run_script(runs_dir, name, "--num-envs", "4", check=False)
-    assert proc.returncode != 0 and "holds a finished run (summary.json)" in proc.stderr
-    proc, run_dir = run_script(tmp_path, "none", "--resume", check=False)
-    assert (proc.returncode != 0
-            and proc.stderr.strip() == f"error: --resume: {run_dir} holds no checkpoint.pt to resume from")
+    assert "holds a finished run (summary.json)" in refusal(runs_dir, name, "--num-envs", "4")
+    run_dir = tmp_path / "runs" / "none"
+    assert refusal(tmp_path / "runs", "none", "--resume") == (
+        f"error: --resume: {run_dir} holds no checkpoint.pt to resume from")
     assert not os.path.exists(run_dir)
 
 

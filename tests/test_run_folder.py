@@ -21,7 +21,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 
 from ppo_kl import checkpoints, run_folder
-from conftest import SCRIPT, TINY, load_args, load_kl, run_script
+from conftest import SCRIPT, TINY, error_of, load_args, load_kl, run_script
 from ppo_continuous_kl import Args
 
 
@@ -36,15 +36,6 @@ def release_run_folders():
 def command_args(runs_dir, **flags):
     """The flags of a command as the script has them once checked."""
     return Args(runs_dir=str(runs_dir), **flags)
-
-
-def error_of(call):
-    """The one line a refusal prints."""
-    with pytest.raises(SystemExit) as exit_info:
-        call()
-    message = str(exit_info.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
 
 
 def fake_run(runs_dir, name, args, iteration=None, finished=False, mtime=None):
