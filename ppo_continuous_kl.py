@@ -427,10 +427,10 @@ if __name__ == "__main__":
         else None
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
 
+    compiled = use_compile(args)  # before Adam, whose fused CPU kernel settles torch's compile cache folder
     agent = Agent(obs_dim, act_dim, generators, device)
     # Adam as CleanRL's, one fused kernel; the small-minibatch updates are overhead-bound
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    compiled = use_compile(args)
     update_minibatch = torch.compile(minibatch_update_graph) if compiled else minibatch_update
     kl_num_states = args.kl_num_states or args.batch_size
     store = SnapshotStore(args.update_epochs * args.num_minibatches, args.kl_every, S, kl_num_states,

@@ -57,7 +57,15 @@ def use_compile(args):
         print(f"--compile {args.compile}: no C++ compiler found (set CXX or install g++), so the update runs eagerly",
               file=sys.stderr, flush=True)
         return False
+    # torch's default cache is /tmp/torchinductor_$USER: gone at a reboot, and one per node of a cluster. In the
+    # user's cache folder (on a cluster's shared home) every run of every sweep on every node reuses one compile
+    # of each graph; TORCHINDUCTOR_CACHE_DIR, when set, wins
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
     return True
+
+
+def compile_cache_dir():
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ppo_kl", "torchinductor")
 
 
 def check_memory(args, obs_dim, act_dim):

@@ -51,7 +51,7 @@ class RunSession:
         print(f"{dirs[0] if len(dirs) == 1 else f'{len(dirs)} runs: ' + ', '.join(dirs)}: {args.env_id} on {device} "
               f"({args.env_backend}), {args.num_envs} envs x {args.num_steps} steps, {args.num_minibatches} minibatches"
               f" x {args.minibatch_size} x {args.update_epochs} epochs, {args.num_iterations} iterations"
-              + (", compiled update" if compiled else "")
+              + (f", compiled update (cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})" if compiled else "")
               + (f", {len(dirs)} seeds in lockstep" if len(dirs) > 1 else "")
               + (f", KL store {store.nbytes() / 2**20:.0f} MiB" if store else ""), flush=True)
 

@@ -24,11 +24,13 @@ vector_envs.quiet_mujoco()
 TINY = ["--num-envs", "4", "--num-steps", "32", "--minibatch-size", "32", "--total-timesteps", "256"]
 
 
-def run_script(runs_dir, run_name, *flags, check=True):
-    """Runs the training script as a user would; returns the finished process and its run folder."""
+def run_script(runs_dir, run_name, *flags, check=True, env=None):
+    """Runs the training script as a user would (in `env`, else this environment); returns the finished process
+    and its run folder."""
     cmd = [sys.executable, SCRIPT, "--runs-dir", str(runs_dir), "--run-name", run_name, *flags]
     # run from a scratch folder, so that anything written into the working directory shows
-    proc = subprocess.run(cmd, cwd=os.path.dirname(str(runs_dir)), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=os.path.dirname(str(runs_dir)), capture_output=True, text=True, timeout=600,
+                          env=env)
     if check:
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc, os.path.join(str(runs_dir), run_name)

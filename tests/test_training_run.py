@@ -234,8 +234,13 @@ def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_logs(tmp_path):
 def test_compiled_update_trains_like_eager(tiny_run, tmp_path):
     """The compiled update (loss, torch.func.grad, clipping and torch's functional Adam in one graph) is the eager
     update: from iteration 1's rollout on, each snapshot differs from eager's by float32 rounding, a small fraction
-    of what one update moves the policy (a wrong step size, bias correction or clipping would move it by as much)."""
-    proc, compiled = run_script(tmp_path, "compiled", *TINY, "--kl-save-snapshots", "--compile", "on")
+    of what one update moves the policy (a wrong step size, bias correction or clipping would move it by as much).
+    Its compile is cached in the user's cache folder, which the first line names."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    proc, compiled = run_script(tmp_path / "runs", "compiled", *TINY, "--kl-save-snapshots", "--compile", "on",
+                                env=env)
+    cache = tmp_path / "ppo_kl" / "torchinductor"
+    assert f"compiled update (cache {cache})" in proc.stdout.splitlines()[0] and any(cache.rglob("*.py")), proc.stdout
     # the first iteration holds the compile: no time left is extrapolated from it
     iters = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
     assert " left estimating" in iters[0] and " left 0:00:00" in iters[1], iters
