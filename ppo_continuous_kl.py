@@ -434,7 +434,7 @@ if __name__ == "__main__":
     update_minibatch = torch.compile(minibatch_update_graph) if compiled else minibatch_update
     kl_num_states = args.kl_num_states or args.batch_size
     store = SnapshotStore(args.update_epochs * args.num_minibatches, args.kl_every, S, kl_num_states,
-                          agent.params[:, :agent.actor_size], act_dim, agent.actor_mean) if args.kl else None
+                          agent.params[:, :agent.actor_size], act_dim, agent.snapshot_means) if args.kl else None
 
     # rollout storage, on the device
     shape = (args.num_steps, S, args.num_envs)

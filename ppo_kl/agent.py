@@ -67,6 +67,21 @@ class Agent(nn.Module):
         params = self.params if params is None else params
         return mlp(x, [self.layer(f"actor_mean.{i}", params) for i in (0, 2, 4)])
 
+    def snapshot_means(self, states, weights):
+        """The action means of n weight sets of every member's actor, weights [n, S, actor_size], each on its
+        member's states [S, St, obs]: [n, S, St, A]. actor_mean's arithmetic, with the first layer, most of the
+        work where observations are wide, as one matmul per member over all n weight sets instead of n small ones
+        over n copies of the states (on a CPU about twice as fast for Humanoid's 348 inputs)."""
+        n, members = weights.shape[:2]
+        weights = weights.reshape(n * members, -1)
+        (w1, b1), *layers = [self.layer(f"actor_mean.{i}", weights) for i in (0, 2, 4)]
+        hidden, inputs = w1.shape[1:]
+        w1 = w1.view(n, members, hidden, inputs)
+        x = torch.stack([(states[m] @ w1[:, m].reshape(n * hidden, inputs).T).view(-1, n, hidden).transpose(0, 1)
+                         for m in range(members)], 1)
+        x = torch.tanh(x.reshape(n * members, -1, hidden) + b1.unsqueeze(1))
+        return mlp(x, layers).view(n, members, states.shape[1], -1)
+
     def get_value(self, x, params=None):
         params = self.params if params is None else params
         return mlp(x, [self.layer(f"critic.{i}", params) for i in (0, 2, 4)]).squeeze(-1)

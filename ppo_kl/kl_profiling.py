@@ -62,14 +62,14 @@ class SnapshotStore:
     """Every member's policy after every kept minibatch update, as its Gaussian on a fixed sample of that member's
     states of the iteration. The update loop only copies the members' actor weights (one row of the flat
     parameter each, log-std last) into a block on the device: one kernel, no module copies, no host sync. A worker
-    thread turns each full block into means with a few batched kernels (`actor_mean(states [n, St, obs], weights
-    [n, Pa])`), so on a CPU the forward passes run on a core the single-threaded update loop leaves idle. A
-    bounded queue caps the weights waiting in memory."""
+    thread turns each full block into means with a few batched kernels (`snapshot_means(states [S, St, obs],
+    weights [n, S, Pa])`), so on a CPU the forward passes run on a core the single-threaded update loop leaves
+    idle. A bounded queue caps the weights waiting in memory."""
 
     block_size = 16
 
-    def __init__(self, max_updates, kl_every, num_members, num_states, actor_weights, act_dim, actor_mean):
-        self.kl_every, self.actor_weights, self.actor_mean = kl_every, actor_weights, actor_mean
+    def __init__(self, max_updates, kl_every, num_members, num_states, actor_weights, act_dim, snapshot_means):
+        self.kl_every, self.actor_weights, self.snapshot_means = kl_every, actor_weights, snapshot_means
         self.act_dim, self.device = act_dim, actor_weights.device
         capacity = max_updates // kl_every + 2
         self.means = torch.zeros(capacity, num_members, num_states, act_dim, device=self.device)
@@ -86,10 +86,8 @@ class SnapshotStore:
         while True:
             first, states, block = self.pending.get()
             try:
-                n, members = block.shape[:2]
-                weights = block.reshape(n * members, -1)
-                means = self.actor_mean(states.repeat(n, 1, 1), weights)
-                self.means[first:first + n, :, : states.shape[1]] = means.view(n, members, *means.shape[1:])
+                n = block.shape[0]
+                self.means[first:first + n, :, : states.shape[1]] = self.snapshot_means(states, block)
                 self.logstds[first:first + n] = block[:, :, -self.act_dim:]
             except Exception as e:  # surfaced by finish_iteration; the queue must still drain
                 self.error = e

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
+from ppo_kl.agent import Agent
 from ppo_kl.kl_profiling import contraction_rate, kl_from_mean_gap, kl_profile
 
 
@@ -97,3 +98,20 @@ def test_contraction_rate_recovers_a_geometric_decay():
     ref_kl[-1] = 0.0  # the final snapshot against itself
     assert contraction_rate(ref_kl, updates) == pytest.approx(0.97, rel=1e-9)
     assert np.isnan(contraction_rate(np.array([0.1, 0.0]), np.array([0, 1])))
+
+
+def test_snapshot_means_are_actor_mean_of_each_snapshot():
+    """The snapshot store's batched forward (the first layer of every snapshot as one matmul per member) against
+    actor_mean on each snapshot and member alone, on members with states of their own, wide observations
+    (Humanoid's 348) and narrow ones, and a block shorter than the store's."""
+    for obs_dim, act_dim, members, num_states, n in ((348, 17, 1, 1024, 16), (17, 6, 3, 37, 5)):
+        agent = Agent(obs_dim, act_dim, [torch.Generator().manual_seed(s) for s in range(members)])
+        states = torch.randn(members, num_states, obs_dim, generator=torch.Generator().manual_seed(7))
+        base = agent.params.detach()[:, :agent.actor_size]
+        weights = base + 0.01 * torch.randn(n, *base.shape, generator=torch.Generator().manual_seed(8))
+        with torch.no_grad():
+            got = agent.snapshot_means(states, weights)
+            for k in range(n):
+                for m in range(members):
+                    alone = agent.actor_mean(states[m:m + 1], weights[k, m:m + 1])[0]
+                    torch.testing.assert_close(got[k, m], alone, rtol=1e-5, atol=1e-6)

@@ -59,10 +59,13 @@ def test_snapshots_are_the_policy_after_each_update(hopper_run, hopper_replay):
         for k in range(replayed.num_updates):
             assert not np.array_equal(replayed.means[k], replayed.means[k + 1]), (it, k)
             assert not np.array_equal(replayed.logstds[k], replayed.logstds[k + 1]), (it, k)
-        # bit for bit: the replay runs the same float32 operations on the same weights, one thread as the script
-        for k in range(len(f["means"])):
-            np.testing.assert_array_equal(f["means"][k], replayed.means[k], err_msg=f"iteration {it}, snapshot {k}")
-            np.testing.assert_array_equal(f["logstds"][k], replayed.logstds[k], err_msg=f"iteration {it}, snapshot {k}")
+        # the log-stds are the weights themselves, bit for bit; the means are the replay's to float32 rounding (the
+        # store takes the first layer of many snapshots as one matmul, the replay one snapshot at a time), a
+        # thousandth of the least any update moves them
+        np.testing.assert_array_equal(f["logstds"], replayed.logstds, err_msg=f"iteration {it}")
+        moved = min(np.abs(replayed.means[k + 1] - replayed.means[k]).max() for k in range(replayed.num_updates))
+        drift = np.abs(f["means"] - replayed.means).max()
+        assert drift <= 1e-3 * moved, (it, drift, moved)
 
 
 def test_update_anatomy_matches_a_replay_of_the_updates(hopper_run, hopper_replay):
