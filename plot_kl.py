@@ -16,7 +16,9 @@ runs' wall times per setting between its <!-- wall-times:begin --> and <!-- wall
 The figures are drawn by ppo_kl/figures.py.
 """
 import argparse
+import csv
 import glob
+import io
 import os
 import zipfile
 
@@ -33,7 +35,7 @@ from ppo_kl.run_record import ANATOMY, BOOKKEEPING, fail, read_json, warn
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
 RETURN_POINTS = 100  # training-return curves are kept at this many env-step points per run
-FRAMES = {  # the summary's CSV files and the columns each must have
+FRAMES = {  # the summary's frames, a CSV file each, and the columns each must have (the files of PROFILES: below)
     "runs": ["sweep", "run", "env_id", "num_envs", "num_steps", "seed", "num_minibatches", "minibatch_size",
              "num_iterations", "wall_time_s", "kl_every", "norm_stats", "eval_every", "flags"],
     "returns": ["run", "step", "episodic_return"],
@@ -49,6 +51,13 @@ FRAMES["kl_iterations"] += [f"{name}_mean" for name in ANATOMY]
 # the columns and update_profiles.csv
 OPTIONAL = {f"{name}_mean" for name in ANATOMY}
 OPTIONAL_FRAMES = {"update_profiles"}
+# The two profile files are saved wide, one row per profile (run, phase, iteration and its curve or quantity) with a
+# column per 1% bin named by the bin's centre, p0.5 ... p99.5 (the `pct` of the long rows), empty where no update
+# fell in the bin: about a fifth of the bytes of one row per bin. read_csv turns them back into the long frames
+# above, row for row, and still reads the long files of summaries saved before.
+PROFILES = {"kl_profiles": "kl", "update_profiles": "value"}  # each wide file and its long value column
+BIN_CENTRES = (np.arange(PCT_BINS) + 0.5) * 100 / PCT_BINS
+BIN_COLUMNS = [f"p{centre:g}" for centre in BIN_CENTRES]
 # a fit or a time can be missing, a key cannot
 NULLABLE = {"wall_time_s", "gamma_D", "gamma_D_per_pct", "flags", *OPTIONAL}
 # args.json keys that do not change what a run computes (bookkeeping, speed, resumption, the tracker), and the
@@ -132,7 +141,7 @@ def pct_bins(pct, values):
     bins = np.minimum((pct / 100 * PCT_BINS).astype(int), PCT_BINS - 1)
     sums, counts = np.bincount(bins, values, PCT_BINS), np.bincount(bins, minlength=PCT_BINS)
     keep = counts > 0
-    return (np.arange(PCT_BINS)[keep] + 0.5) * 100 / PCT_BINS, sums[keep] / counts[keep]
+    return BIN_CENTRES[keep], sums[keep] / counts[keep]
 
 
 def read_npz(path, fields):
@@ -204,31 +213,80 @@ def concat_frames(frames):
     return pd.concat(full, ignore_index=True) if full else frames[0].iloc[:0]
 
 
+def profile_keys(name):
+    """The columns naming one profile of a profile frame: all but `pct` and the value."""
+    return FRAMES[name][:-2]
+
+
+def to_wide(frame, name):
+    """A long profile frame as the rows of its wide file, in the order of the profiles' first rows."""
+    keys = profile_keys(name)
+    if frame.empty:
+        return pd.DataFrame(columns=keys + BIN_COLUMNS)
+    profile, pct = frame.groupby(keys, sort=False).ngroup().to_numpy(), frame.pct.to_numpy(float)
+    bins = np.clip(np.rint(pct * PCT_BINS / 100 - 0.5).astype(int), 0, PCT_BINS - 1)
+    # a pct off the bin centres, or a bin twice, would be lost in the grid
+    if (BIN_CENTRES[bins] != pct).any() or pd.Series(profile * PCT_BINS + bins).duplicated().any():
+        fail(f"{name}.csv not saved: a profile's rows must be one per 1% bin, at pct {BIN_CENTRES[0]:g} ... "
+             f"{BIN_CENTRES[-1]:g}")
+    grid = np.full((profile.max() + 1, PCT_BINS), np.nan)
+    grid[profile, bins] = frame[PROFILES[name]].to_numpy(float)
+    first = frame[keys][~pd.Series(profile).duplicated().to_numpy()].reset_index(drop=True)
+    return pd.concat([first, pd.DataFrame(grid, columns=BIN_COLUMNS)], axis=1)
+
+
+def to_long(wide, name):
+    """A wide profile file's rows as the long frame of FRAMES: each profile's bins that hold a value, in pct
+    order, the profiles in the file's order (that of the long frame they were saved from)."""
+    if wide.empty:
+        return pd.DataFrame(columns=FRAMES[name])
+    values = wide[BIN_COLUMNS].to_numpy(float)
+    held = ~np.isnan(values)
+    rows = wide[profile_keys(name)].iloc[np.repeat(np.arange(len(wide)), held.sum(axis=1))]
+    return rows.assign(pct=np.broadcast_to(BIN_CENTRES, values.shape)[held],
+                       **{PROFILES[name]: values[held]}).reset_index(drop=True)
+
+
 def save_data(data, folder):
     os.makedirs(folder, exist_ok=True)
     for name, frame in data.items():
+        frame = to_wide(frame, name) if name in PROFILES else frame
         frame.to_csv(os.path.join(folder, f"{name}.csv"), index=False, float_format="%.6g")
 
 
-def read_csv(path, columns):
-    """One summary CSV, refused in one line when truncated, damaged or lacking a column."""
+def read_csv(path, name):
+    """One summary CSV as the frame FRAMES[name] describes, refused in one line when truncated, damaged or lacking
+    a column. A profile file is read wide or long, as its header says."""
     with open(path, "rb") as f:
         content = f.read()
     if not content.endswith(b"\n"):
         fail(f"{path} is truncated (its last line is incomplete); save the summary again with --save-data")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(io.BytesIO(content))
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parser and empty-data errors are ValueErrors
         fail(f"{path} is not a readable summary CSV ({type(e).__name__}: {e})")
+    columns, described = FRAMES[name], ", ".join(FRAMES[name])
+    wide = name in PROFILES and "pct" not in frame.columns
+    if wide:
+        columns = profile_keys(name) + BIN_COLUMNS
+        described = f"{', '.join(profile_keys(name))}, {BIN_COLUMNS[0]} ... {BIN_COLUMNS[-1]}"
+        # pandas fills a line cut short with empty cells, which a wide row may rightly have: its field count tells
+        widths = [len(row) for row in csv.reader(io.StringIO(content.decode()))]
+        short = next((i for i, width in enumerate(widths, 1) if width < widths[0]), None)
+        if short:
+            fail(f"{path} has {widths[short - 1]} of its {widths[0]} fields on line {short} (truncated or damaged); "
+                 "save the summary again with --save-data")
     frame = frame.assign(**{c: np.nan for c in columns if c in OPTIONAL and c not in frame.columns})
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        fail(f"{path} lacks the columns {', '.join(missing)}; a summary written by plot_kl.py --save-data has "
-             f"{', '.join(columns)}")
-    holes = frame[[c for c in columns if c not in NULLABLE]].isna().any(axis=1)
+        fail(f"{path} lacks the columns {', '.join(missing[:6])}{' ...' * (len(missing) > 6)}; a summary written by "
+             f"plot_kl.py --save-data has {described}")
+    holes = frame[[c for c in columns if c not in NULLABLE and c not in BIN_COLUMNS]].isna().any(axis=1)
     if holes.any():
         fail(f"{path} has empty cells on line {int(np.flatnonzero(holes)[0]) + 2} (truncated or damaged); "
              "save the summary again with --save-data")
+    if wide:
+        return to_long(frame, name)
     return frame.assign(flags=frame["flags"].fillna("")) if "flags" in frame else frame
 
 
@@ -242,7 +300,7 @@ def read_data(folders):
                  f"{', '.join(n + '.csv' for n in FRAMES if n not in OPTIONAL_FRAMES)})")
     merged, owner = {n: [] for n in FRAMES}, {}
     for i, folder in enumerate(folders):
-        data = {n: read_csv(path, cols) if os.path.isfile(path := os.path.join(folder, f"{n}.csv"))
+        data = {n: read_csv(path, n) if os.path.isfile(path := os.path.join(folder, f"{n}.csv"))
                 else pd.DataFrame(columns=cols) for n, cols in FRAMES.items()}
         for n in list(FRAMES)[1:]:
             extra = sorted(set(data[n].run) - set(data["runs"].run))

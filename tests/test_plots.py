@@ -136,7 +136,7 @@ def test_summary_keeps_each_updates_anatomy(tiny_sweeps, summary):
     profile at the three phases, both recomputed here from the KL files (a tiny run's 40 updates fall one to a bin)."""
     out, _ = summary
     iterations = pd.read_csv(out / "data" / "kl_iterations.csv")
-    profiles = pd.read_csv(out / "data" / "update_profiles.csv")
+    profiles = plot_kl.read_csv(out / "data" / "update_profiles.csv", "update_profiles")
     assert set(profiles.quantity) == set(plot_kl.ANATOMY) and set(profiles.phase) == {"early", "middle", "late"}
     checked = 0
     for path in glob.glob(f"{tiny_sweeps[0]}/*/kl/*.npz") + glob.glob(f"{tiny_sweeps[1]}/*/kl/*.npz"):
@@ -153,6 +153,86 @@ def test_summary_keeps_each_updates_anatomy(tiny_sweeps, summary):
                 np.testing.assert_allclose(one.sort_values("pct").value, f[name], rtol=1e-5, atol=1e-12)
                 checked += 1
     assert checked >= 8 * 3 * len(plot_kl.ANATOMY) / 2  # every run's phases (a 3-iteration run: some coincide)
+
+
+@pytest.fixture(scope="module")
+def tiny_frames(tiny_sweeps):
+    """The tiny sweeps' summary as read from their run folders (a tiny profile's 40 updates fill 40 of its 100
+    bins)."""
+    return plot_kl.load_all(dict(minibatch=str(tiny_sweeps[0]), env_rollout=str(tiny_sweeps[1])), [0.1, 0.5, 0.9])
+
+
+def save_long(data, folder):
+    """A summary as plot_kl.py saved it before the profiles were saved wide: one row per bin."""
+    os.makedirs(folder)
+    for name, frame in data.items():
+        frame.to_csv(os.path.join(folder, f"{name}.csv"), index=False, float_format="%.6g")
+
+
+def by_sweep(data, sweep):
+    """The part of a summary that holds one sweep's runs."""
+    runs = data["runs"][data["runs"].sweep == sweep]
+    return {n: runs if n == "runs" else f[f.run.isin(runs.run)] for n, f in data.items()}
+
+
+def test_wide_profiles_read_back_as_the_long_frames(tiny_frames, tmp_path):
+    """The profiles are saved one row per profile and read back as the long frames they were made from: the same
+    rows in the same order, the same keys, the bins no update fell in left out, the values to the 6 digits saved."""
+    plot_kl.save_data(tiny_frames, tmp_path)
+    back = plot_kl.read_data([str(tmp_path)])
+    for name, value in plot_kl.PROFILES.items():
+        original = tiny_frames[name].reset_index(drop=True)
+        wide = pd.read_csv(tmp_path / f"{name}.csv")
+        assert list(wide.columns) == plot_kl.profile_keys(name) + plot_kl.BIN_COLUMNS
+        assert len(wide) == len(original.drop_duplicates(plot_kl.profile_keys(name)))
+        assert 0 < wide[plot_kl.BIN_COLUMNS].notna().to_numpy().mean() < 1  # some bins empty
+        assert list(back[name].columns) == plot_kl.FRAMES[name]
+        pd.testing.assert_frame_equal(back[name].drop(columns=value), original.drop(columns=value),
+                                      check_dtype=False, check_exact=True)
+        assert back[name][value].dtype == np.float64
+        np.testing.assert_allclose(back[name][value], original[value], rtol=5e-6, atol=0)
+
+
+def test_long_profiles_of_older_summaries_still_read(tiny_frames, tmp_path):
+    """A summary saved one row per bin, before the profiles were saved wide, reads as the same frames as the same
+    data saved wide, alone or merged with a wide one (one sweep's runs saved each way)."""
+    for sweep in ("minibatch", "env_rollout"):
+        save_long(by_sweep(tiny_frames, sweep), tmp_path / "long" / sweep)
+        plot_kl.save_data(by_sweep(tiny_frames, sweep), tmp_path / "wide" / sweep)
+    header = (tmp_path / "long" / "minibatch" / "kl_profiles.csv").read_text().splitlines()[0]
+    assert header == ",".join(plot_kl.FRAMES["kl_profiles"])
+
+    def read(*formats):
+        return plot_kl.read_data([str(tmp_path / f / s) for f, s in zip(formats, ("minibatch", "env_rollout"))])
+    wide = read("wide", "wide")
+    for formats in (("long", "long"), ("long", "wide"), ("wide", "long")):
+        got = read(*formats)
+        for name in plot_kl.FRAMES:
+            pd.testing.assert_frame_equal(got[name], wide[name], check_exact=True, obj=f"{formats} {name}")
+    assert set(wide["kl_profiles"].run) == set(tiny_frames["kl_profiles"].run)
+
+
+@pytest.mark.parametrize("source", ["tiny", "committed"])
+def test_wide_profiles_are_several_times_smaller(source, tmp_path, request):
+    """The same profiles saved wide take under a third of the bytes of one row per bin, at the tiny sweeps' 40
+    bins of 100 and the committed summary's full profiles."""
+    data = request.getfixturevalue("tiny_frames") if source == "tiny" else plot_kl.read_data([COMMITTED])
+    save_long(data, tmp_path / "long")
+    plot_kl.save_data(data, tmp_path / "wide")
+    for name in plot_kl.PROFILES:
+        long, wide = (os.path.getsize(tmp_path / f / f"{name}.csv") for f in ("long", "wide"))
+        assert wide < long / 3, (name, wide, long)
+
+
+def test_wide_profile_cut_short_is_refused(summary, tmp_path, monkeypatch):
+    """A wide line cut short (pandas would fill its last bins as empty) is refused in one line naming it."""
+    data = tmp_path / "data"
+    shutil.copytree(summary[0] / "data", data)
+    lines = (data / "kl_profiles.csv").read_text().splitlines(keepends=True)
+    lines[2] = ",".join(lines[2].split(",")[:50]) + "\n"
+    (data / "kl_profiles.csv").write_text("".join(lines))
+    message = refusal(monkeypatch, "--data", str(data), "--out", str(tmp_path / "o"))
+    assert "kl_profiles.csv has 50 of its 104 fields on line 3" in message
 
 
 def test_wall_time_block_follows_the_data(summary, tmp_path, monkeypatch):
