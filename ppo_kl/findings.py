@@ -16,8 +16,10 @@ from ppo_kl.intervals import against_level, across_envs, equivalence, iqm_across
 SETTING = ["env_id", "num_envs", "num_steps", "num_minibatches", "minibatch_size"]
 PHASES = ("early", "middle", "late")
 MIN_SEEDS = 3  # fewer seeds per setting than this leave a reading undetermined
+# n_seeds: the seeds of the setting with fewest, which the verdict's power rests on; n_seeds_most: of the one with
+# most (a pair one of whose settings has more seeds so far reads them all)
 COLUMNS = ["finding", "env", "reading", "primary", "effect", "estimate", "low", "high", "threshold", "method",
-           "n_seeds", "p_value", "verdict", "seeds_needed"]
+           "n_seeds", "n_seeds_most", "p_value", "verdict", "seeds_needed"]
 # Each finding: the claim, the paper's words that choose its primary reading (paper.txt), and that reading
 PAPER = {
     1: ("Too-small minibatches train worse", "making the minibatches too small can introduce significant "
@@ -161,11 +163,11 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
     rows = []
 
     def add(finding, env, reading, primary, effect, numbers, groups):
-        n = min((len(g) for g in groups), default=0)
+        n, most = min((len(g) for g in groups), default=0), max((len(g) for g in groups), default=0)
         if n < MIN_SEEDS and numbers["verdict"] != "undetermined":
             numbers = dict(numbers, verdict="undetermined", seeds_needed=MIN_SEEDS)
         rows.append(dict(finding=finding, env=env, reading=reading, primary=primary, effect=effect,
-                         n_seeds=n, **numbers))
+                         n_seeds=n, n_seeds_most=most, **numbers))
 
     across = {1: [], 4: []}  # each env's return pair, for the readings across envs
     for env in sorted(table.env_id.unique()):

@@ -111,13 +111,18 @@ def needed_text(n):
     return "" if n is None or not np.isfinite(n) else str(int(n))
 
 
+def seeds_text(r):
+    """A reading's seeds per setting: one number, or the fewest and the most where its settings differ."""
+    return str(r.n_seeds) if r.n_seeds == r.n_seeds_most else f"{r.n_seeds} and {r.n_seeds_most}"
+
+
 def verdicts_markdown(verdicts):
     """Every reading, the primary one of each finding in bold."""
     body = []
     for r in verdicts.itertuples():
         strong = "**" if r.primary else ""
         body.append([r.finding, r.env, f"{strong}{r.reading}{strong}", num(r.estimate),
-                     f"[{num(r.low)}, {num(r.high)}]", num(r.threshold), r.n_seeds, fmt(r.p_value, ".3g"),
+                     f"[{num(r.low)}, {num(r.high)}]", num(r.threshold), seeds_text(r), fmt(r.p_value, ".3g"),
                      f"{strong}{r.verdict}{strong}", needed_text(r.seeds_needed)])
     return markdown_table(["#", "env", "reading", "estimate", "95% interval", "threshold", "seeds per setting",
                            "p (one-sided, for the claim)", "verdict", "seeds that would decide it"], body)
@@ -162,7 +167,7 @@ def report(runs, table, verdicts, published=(), anatomy=""):
     envs = sorted(runs.env_id.unique())
     norm = ", ".join(sorted(runs.norm_stats.astype(str).unique())) if "norm_stats" in runs else "unknown"
     n_runs = len(distinct_runs(runs))
-    seeds = sorted(set(verdicts.n_seeds)) if len(verdicts) else []
+    seeds = sorted(set(verdicts.n_seeds) | set(verdicts.n_seeds_most)) if len(verdicts) else []
     kinds = sorted(set(table.get("kind", pd.Series(dtype=str))))
     head = [f"{n_runs} distinct runs in {len(envs)} env{'s' * (len(envs) != 1)} ({', '.join(envs)}); "
             f"observation/reward normalisation statistics: `--norm-stats {norm}`; seeds per setting in the "

@@ -89,6 +89,21 @@ def test_undetermined_findings_and_the_seeds_that_would_decide_them():
     assert row(two_seeds, 1).high < 0  # the interval alone would have decided it
 
 
+def test_a_pair_whose_settings_differ_in_seeds_says_both_counts():
+    # minibatch 50 at seeds 1-10, 1000 at 1-4 (a cell merged before its partner): the pair reads all 14 runs, and
+    # its row names the fewest seeds, which its power rests on, and the most
+    rows = check(minibatch((50,), range(1, 11), ret=lambda size, seed: size + seed)
+                 + minibatch((1000,), range(1, 5), ret=lambda size, seed: size + seed))
+    pair = row(rows, 1)
+    assert (pair.n_seeds, pair.n_seeds_most) == (4, 10)
+    line = next(x for x in findings_text.verdicts_markdown(rows).splitlines() if "**pair, final return**" in x)
+    assert "| 4 and 10 |" in line
+    even = check(minibatch((50, 1000), range(1, 5), ret=lambda size, seed: size + seed))
+    assert (row(even, 1).n_seeds, row(even, 1).n_seeds_most) == (4, 4)
+    line = next(x for x in findings_text.verdicts_markdown(even).splitlines() if "**pair, final return**" in x)
+    assert "| 4 |" in line
+
+
 def test_pairs_use_every_seed_and_readings_across_settings_the_common_ones():
     # the pair (50, 1000) at seeds 1-10, the other sizes at 1-4: the pair reads 10 seeds, the trend 4
     specs = minibatch((50, 1000), range(1, 11), ret=lambda size, seed: size + seed,
