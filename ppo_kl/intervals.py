@@ -226,7 +226,8 @@ def undetermined_numbers(kind, why):
 
 
 def simulated_coverage(kind, noise, seeds=4, sims=2000, settings=5, slope=0.4, rng=0, interval=None):
-    """The share of simulated studies whose 95% interval covers the truth, at `seeds` seeds per setting: two
+    """The share of simulated studies whose 95% interval covers the truth, at `seeds` seeds per setting (for two
+    settings, a pair (x's, y's) when they differ, as in a pair one of whose settings has more seeds so far): two
     settings with unequal spreads (kind `difference`), or with multiplicative noise (`ratio`), or `settings`
     settings along a trend of `slope` (`rank`, the truth from 100,000 runs per setting), or 4 envs whose setting x
     is `slope` above y (`across envs`: the probability of improvement); noise `normal` or `t3`
@@ -256,12 +257,13 @@ def simulated_coverage(kind, noise, seeds=4, sims=2000, settings=5, slope=0.4, r
         for _ in range(sims):
             low, high = bonett_wright(stats.spearmanr(x, slope * x + draw(len(x))).statistic, len(x))
             covered += low <= truth <= high
+    seeds_x, seeds_y = (seeds, seeds) if np.isscalar(seeds) else seeds
     for _ in range(sims if kind in ("difference", "ratio") else 0):
         if kind == "difference":  # the truth: 3 - 1 = 2
-            x, y = 3.0 + draw(seeds), 1.0 + 2.5 * draw(seeds)
+            x, y = 3.0 + draw(seeds_x), 1.0 + 2.5 * draw(seeds_y)
             low, high = interval(x, y) if interval else welch(x, y)[1:3]
             covered += low <= 2.0 <= high
         else:  # the ratio of geometric means: 1.5
-            _, low, high, _ = welch(1.5 * np.exp(0.3 * draw(seeds)), np.exp(0.6 * draw(seeds)), log=True)
+            _, low, high, _ = welch(1.5 * np.exp(0.3 * draw(seeds_x)), np.exp(0.6 * draw(seeds_y)), log=True)
             covered += low <= np.log(1.5) <= high
     return covered / sims
