@@ -163,7 +163,8 @@ def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes,
     rows = []
 
     def add(finding, env, reading, primary, effect, numbers, groups):
-        n, most = min((len(g) for g in groups), default=0), max((len(g) for g in groups), default=0)
+        sizes = [len(g) for g in groups]
+        n, most = min(sizes, default=0), max(sizes, default=0)
         if n < MIN_SEEDS and numbers["verdict"] != "undetermined":
             numbers = dict(numbers, verdict="undetermined", seeds_needed=MIN_SEEDS)
         rows.append(dict(finding=finding, env=env, reading=reading, primary=primary, effect=effect,

@@ -26,11 +26,12 @@ VERDICTS = ("supported", "contradicted", "undetermined")
 # ---- one effect, its interval, its verdict ----
 
 def welch(x, y, log=False):
-    """mean(x) - mean(y) (log: of the logs, the ratio's log), its interval, and the standard errors' parts."""
+    """mean(x) - mean(y) (log: of the logs, the ratio's log), its interval, and the standard errors' parts; over
+    the last axis, so rows of x and y are that many comparisons at once."""
     x, y = (np.log(x), np.log(y)) if log else (np.asarray(x, float), np.asarray(y, float))
-    res = stats.ttest_ind(x, y, equal_var=False)
+    res = stats.ttest_ind(x, y, equal_var=False, axis=-1)
     ci = res.confidence_interval(CONFIDENCE)
-    return x.mean() - y.mean(), ci.low, ci.high, (x.var(ddof=1), y.var(ddof=1))
+    return x.mean(-1) - y.mean(-1), ci.low, ci.high, (x.var(ddof=1, axis=-1), y.var(ddof=1, axis=-1))
 
 
 def welch_df(v1, v2, n):
@@ -257,13 +258,14 @@ def simulated_coverage(kind, noise, seeds=4, sims=2000, settings=5, slope=0.4, r
         for _ in range(sims):
             low, high = bonett_wright(stats.spearmanr(x, slope * x + draw(len(x))).statistic, len(x))
             covered += low <= truth <= high
-    seeds_x, seeds_y = (seeds, seeds) if np.isscalar(seeds) else seeds
-    for _ in range(sims if kind in ("difference", "ratio") else 0):
+    if kind in ("difference", "ratio"):
+        # each study's draws in turn, then every study's Welch interval in one call
+        seeds_x, seeds_y = (seeds, seeds) if np.isscalar(seeds) else seeds
+        x, y = (np.array(side) for side in zip(*[(draw(seeds_x), draw(seeds_y)) for _ in range(sims)]))
         if kind == "difference":  # the truth: 3 - 1 = 2
-            x, y = 3.0 + draw(seeds_x), 1.0 + 2.5 * draw(seeds_y)
-            low, high = interval(x, y) if interval else welch(x, y)[1:3]
-            covered += low <= 2.0 <= high
+            x, y, truth = 3.0 + x, 1.0 + 2.5 * y, 2.0
+            low, high = np.array([interval(a, b) for a, b in zip(x, y)]).T if interval else welch(x, y)[1:3]
         else:  # the ratio of geometric means: 1.5
-            _, low, high, _ = welch(1.5 * np.exp(0.3 * draw(seeds_x)), np.exp(0.6 * draw(seeds_y)), log=True)
-            covered += low <= np.log(1.5) <= high
+            (_, low, high, _), truth = welch(1.5 * np.exp(0.3 * x), np.exp(0.6 * y), log=True), np.log(1.5)
+        covered = int(np.sum((low <= truth) & (truth <= high)))
     return covered / sims
