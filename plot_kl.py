@@ -12,7 +12,9 @@ overlaid by colour: each setting's best run (the paper's view) beside the mean o
 paper's findings read per env with intervals that keep their level at four seeds (ppo_kl/findings.py,
 ppo_kl/intervals.py), one row per reading in data/verdicts.csv; the same results are written
 between the <!-- results:begin --> and <!-- results:end --> markers of OUT/README.md when it has them, and the
-runs' wall times per setting between its <!-- wall-times:begin --> and <!-- wall-times:end --> markers.
+runs' wall times per setting between its <!-- wall-times:begin --> and <!-- wall-times:end --> markers, and the
+seeds of the pair settings (those still to run, the added runs' times) between <!-- pair-seeds:begin --> and
+<!-- pair-seeds:end -->.
 The figures are drawn by ppo_kl/figures.py.
 """
 import argparse
@@ -67,6 +69,7 @@ NOT_RESULTS = BOOKKEEPING | {"exp_name", "seed", "torch_deterministic", "capture
 SAME_RESULTS = {("env_backend", "mujoco-batch"): "gymnasium"}  # the same transitions bit for bit (tests check it)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 TIMES_BEGIN, TIMES_END = "<!-- wall-times:begin -->", "<!-- wall-times:end -->"
+PAIRS_BEGIN, PAIRS_END = "<!-- pair-seeds:begin -->", "<!-- pair-seeds:end -->"
 
 
 # ---- load: run folders -> compact data frames ----
@@ -422,6 +425,48 @@ def wall_times(runs):
                       + (f" Runs without a wall time: {untimed}." if untimed else "")])
 
 
+def seed_ranges(seeds):
+    """Seeds as runs of consecutive numbers: [1, 2, 3, 4, 7] -> '1-4, 7'."""
+    seeds, parts = sorted(int(s) for s in seeds), []
+    for seed in seeds:
+        if parts and seed == parts[-1][1] + 1:
+            parts[-1][1] = seed
+        else:
+            parts.append([seed, seed])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in parts) or "none"
+
+
+def pair_seeds(runs, sizes, shapes):
+    """Where the seeds added to the pairs the paper draws stand, per env: each pair setting's seeds, those that the
+    fullest pair setting has and it lacks (still to run), and the minutes of each added run (beyond the seeds
+    every setting of its env has) in seed order. Generated, so that it follows the data as chunks land."""
+    in_pair = (((runs.sweep == "minibatch") & runs.minibatch_size.isin(sizes))
+               | ((runs.sweep == "env_rollout") & pd.Series(list(zip(runs.num_envs, runs.num_steps)),
+                                                            index=runs.index).isin(shapes)))
+    pair_runs = runs[in_pair].drop_duplicates("run")  # a setting of both pairs (one shape in both) is one cell
+    if pair_runs.empty:
+        return "No run of the pair settings (--fig2-sizes, --fig3-shapes)."
+    unique, target = runs.drop_duplicates("run"), set(pair_runs.seed)
+    rows, done, missing, added = [], 0, 0, []
+    for env, env_runs in pair_runs.groupby("env_id"):
+        everywhere = set.intersection(*[set(g.seed) for _, g in unique[unique.env_id == env].groupby(SETTING)])
+        env_runs = env_runs.sort_values(["num_envs", "minibatch_size"], ascending=False, kind="stable")
+        for (n, m, b), cell in env_runs.groupby(["num_envs", "num_steps", "minibatch_size"], sort=False):
+            lacking = target - set(cell.seed)
+            extra = cell[~cell.seed.isin(everywhere)].sort_values("seed").wall_time_s
+            added.append(extra)
+            done, missing = done + (not lacking), missing + len(lacking)
+            minutes = ", ".join("?" if pd.isna(t) else f"{t / 60:.1f}" for t in extra) or "none"
+            rows.append([env, f"{n} x {m}, minibatch {b}", seed_ranges(cell.seed), seed_ranges(lacking), minutes])
+    added = pd.concat(added)
+    return "\n".join([
+        markdown_table(["env", "pair setting", "seeds", "still to run", "minutes per added run, in seed order"],
+                       rows), "",
+        f"Pair settings at seeds {seed_ranges(target)}: {done} of {len(rows)}; runs still to run: {missing}. "
+        f"The {len(added)} added runs took {added.sum() / 3600:.1f} h of wall time in all"
+        + (f" ({added.isna().sum()} without one)." if added.isna().any() else ".")])
+
+
 def write_readme_blocks(path, blocks):
     """Replace the generated blocks of the results README ({(begin, end): text}), so that its numbers are the
     data's: those whose markers it has; a README with none of them is warned about."""
@@ -527,7 +572,9 @@ def main():
         f.write(text)
     write_readme_blocks(os.path.join(opts.out, "README.md"), {(BEGIN, END): report(runs, table, verdicts, published,
                                                                                    anatomy),
-                                                              (TIMES_BEGIN, TIMES_END): wall_times(runs)})
+                                                              (TIMES_BEGIN, TIMES_END): wall_times(runs),
+                                                              (PAIRS_BEGIN, PAIRS_END): pair_seeds(runs, opts.sizes,
+                                                                                                   opts.shapes)})
     print("\n".join(summary_lines(verdicts, sorted(runs.env_id.unique()))))
     print(f"figures, claims.md (every reading) and data/verdicts.csv in {opts.out}")
 

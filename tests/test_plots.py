@@ -269,6 +269,35 @@ def test_wall_time_block_follows_the_data(summary, tmp_path, monkeypatch):
     assert f"Runs without a wall time: {len(unique) - len(timed)}." in block and len(unique) > len(timed)
 
 
+def test_pair_seed_block_names_the_seeds_still_to_run(summary):
+    """The pair settings' block, from a tiny summary where one pair setting gained seeds 3 and 5: it alone is at
+    the fullest seeds, the others lack exactly 3 and 5, and the added runs' minutes are listed in seed order and
+    summed. The expectation is counted here from the rows of runs.csv with the csv module; the setting shared by
+    both pairs (4 x 32, minibatch 32, in both sweeps' folders) is one cell."""
+    import csv
+    with open(summary[0] / "data" / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    grown = [r for r in rows if r["sweep"] == "minibatch" and r["minibatch_size"] == "64" and r["seed"] == "1"]
+    assert len(grown) == 1
+    for seed, minutes in ((5, 7.25), (3, 4.5)):  # out of order on purpose
+        rows.append(grown[0] | {"seed": str(seed), "run": grown[0]["run"].replace("__s1", f"__s{seed}"),
+                                "wall_time_s": str(60 * minutes)})
+    runs = pd.DataFrame(rows).astype({c: int for c in ("num_envs", "num_steps", "minibatch_size", "seed")})
+    runs["wall_time_s"] = runs.wall_time_s.astype(float)
+    block = plot_kl.pair_seeds(runs, [32, 64], [(4, 32), (8, 16)])
+    table = [tuple(c.strip() for c in line.strip("|").split("|")) for line in block.splitlines()
+             if line.startswith("| ") and "---" not in line][1:]
+    cells = {(r["num_envs"], r["num_steps"], r["minibatch_size"]) for r in rows}
+    assert len(table) == len(cells) == 3
+    for env, setting, seeds, lacking, minutes in table:
+        if setting == "4 x 32, minibatch 64":
+            assert (seeds, lacking, minutes) == ("1-3, 5", "none", "4.5, 7.2")
+        else:
+            assert (seeds, lacking, minutes) == ("1-2", "3, 5", "none")
+    assert "Pair settings at seeds 1-3, 5: 1 of 3; runs still to run: 4. The 2 added runs took 0.2 h" in block
+    assert plot_kl.seed_ranges([]) == "none" and plot_kl.seed_ranges([9, 1, 2, 4, 3, 7]) == "1-4, 7, 9"
+
+
 def committed_with_a_sweep_cut(folder):
     """The committed summary with one env's env x rollout runs taken out (an env missing from a sweep), saved to
     folder; returns its runs."""
