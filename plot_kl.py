@@ -32,7 +32,8 @@ from ppo_kl.figures import (BANDS, SETTING_COLOURS, Look, fig_kl_profiles, fig_k
                             fig_update_anatomy, fig_verdicts, save, setup_matplotlib, supported_formats)
 from ppo_kl.findings import (PHASES, SETTING, anatomy_rows, beside_published, check_findings, distinct_runs, label,
                              per_run, run_table, settings_table, with_returns)
-from ppo_kl.findings_text import anatomy_markdown, claims_markdown, markdown_table, report, summary_lines
+from ppo_kl.findings_text import (anatomy_markdown, claims_markdown, markdown_table, report, seed_growth_markdown,
+                                  seed_ranges, summary_lines)
 from ppo_kl.run_record import ANATOMY, BOOKKEEPING, fail, read_json, warn
 
 PCT_BINS = 100  # KL profiles are kept as means over 1% bins of the iteration's updates
@@ -425,31 +426,34 @@ def wall_times(runs):
                       + (f" Runs without a wall time: {untimed}." if untimed else "")])
 
 
-def seed_ranges(seeds):
-    """Seeds as runs of consecutive numbers: [1, 2, 3, 4, 7] -> '1-4, 7'."""
-    seeds, parts = sorted(int(s) for s in seeds), []
-    for seed in seeds:
-        if parts and seed == parts[-1][1] + 1:
-            parts[-1][1] = seed
-        else:
-            parts.append([seed, seed])
-    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in parts) or "none"
+def shared_seeds(runs):
+    """The seeds that every setting of every env has: what readings across all settings use, and the baseline the
+    added seeds of the pairs are read against."""
+    return set.intersection(*[set(g.seed) for _, g in distinct_runs(runs).groupby(SETTING)])
+
+
+def verdicts_at_seeds(data, seeds, opts):
+    """Every reading of the findings, as a study of these seeds alone reads it."""
+    data = {n: f[f.run.isin(data["runs"].run[data["runs"].seed.isin(seeds)])] for n, f in data.items()}
+    runs = data["runs"].assign(key=[label(r) for r in data["runs"].itertuples()])
+    return check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"],
+                          opts.sizes, opts.shapes)
 
 
 def pair_seeds(runs, sizes, shapes):
-    """Where the seeds added to the pairs the paper draws stand, per env: each pair setting's seeds, those that the
-    fullest pair setting has and it lacks (still to run), and the minutes of each added run (beyond the seeds
-    every setting of its env has) in seed order. Generated, so that it follows the data as chunks land."""
+    """Where the seeds added to the pairs the paper draws stand, per env: each pair setting's seeds, those that any
+    pair setting has and it lacks (still to run), and the minutes of each added run (beyond the seeds every setting
+    of its env has) in seed order. Generated, so that it follows the data as chunks land."""
     in_pair = (((runs.sweep == "minibatch") & runs.minibatch_size.isin(sizes))
                | ((runs.sweep == "env_rollout") & pd.Series(list(zip(runs.num_envs, runs.num_steps)),
                                                             index=runs.index).isin(shapes)))
-    pair_runs = runs[in_pair].drop_duplicates("run")  # a setting of both pairs (one shape in both) is one cell
+    pair_runs = distinct_runs(runs[in_pair])  # a setting of both pairs (one shape in both) is one cell
     if pair_runs.empty:
         return "No run of the pair settings (--fig2-sizes, --fig3-shapes)."
-    unique, target = runs.drop_duplicates("run"), set(pair_runs.seed)
+    target = set(pair_runs.seed)
     rows, done, missing, added = [], 0, 0, []
     for env, env_runs in pair_runs.groupby("env_id"):
-        everywhere = set.intersection(*[set(g.seed) for _, g in unique[unique.env_id == env].groupby(SETTING)])
+        everywhere = shared_seeds(runs[runs.env_id == env])
         env_runs = env_runs.sort_values(["num_envs", "minibatch_size"], ascending=False, kind="stable")
         for (n, m, b), cell in env_runs.groupby(["num_envs", "num_steps", "minibatch_size"], sort=False):
             lacking = target - set(cell.seed)
@@ -463,8 +467,8 @@ def pair_seeds(runs, sizes, shapes):
         markdown_table(["env", "pair setting", "seeds", "still to run", "minutes per added run, in seed order"],
                        rows), "",
         f"Pair settings at seeds {seed_ranges(target)}: {done} of {len(rows)}; runs still to run: {missing}. "
-        f"The {len(added)} added runs took {added.sum() / 3600:.1f} h of wall time in all"
-        + (f" ({added.isna().sum()} without one)." if added.isna().any() else ".")])
+        f"The {len(added)} added runs' wall times sum to {added.sum() / 3600:.1f} h (runs side by side took less "
+        "elapsed time)" + (f"; {added.isna().sum()} have none." if added.isna().any() else ".")])
 
 
 def write_readme_blocks(path, blocks):
@@ -560,18 +564,19 @@ def main():
     if summary_runs.seq_kl_whole.notna().any():
         save(fig_kl_summaries(summary_runs, opts.look), opts.out, "fig5_kl_summaries", opts.format_list)
     table = settings_table(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"])
-    verdicts = check_findings(runs, data["returns"], data["evals"], data["kl_iterations"], data["kl_profiles"],
-                              opts.sizes, opts.shapes)
+    verdicts, shared = verdicts_at_seeds(data, set(runs.seed), opts), shared_seeds(runs)
+    growth = (seed_growth_markdown(verdicts_at_seeds(data, shared, opts), verdicts, shared)
+              if set(runs.seed) - shared else "")
     os.makedirs(os.path.join(opts.out, "data"), exist_ok=True)
     verdicts.to_csv(os.path.join(opts.out, "data", "verdicts.csv"), index=False, float_format="%.6g")
     save(fig_verdicts(verdicts, opts.look), opts.out, "fig0_verdicts", opts.format_list)
     published = beside_published(runs, data["returns"], data["evals"])
     anatomy = anatomy_markdown(anatomy_rows(runs, data["kl_iterations"], opts.sizes), opts.sizes)
-    text = claims_markdown(runs, table, verdicts, published, anatomy)
+    text = claims_markdown(runs, table, verdicts, published, anatomy, growth)
     with open(os.path.join(opts.out, "claims.md"), "w") as f:
         f.write(text)
     write_readme_blocks(os.path.join(opts.out, "README.md"), {(BEGIN, END): report(runs, table, verdicts, published,
-                                                                                   anatomy),
+                                                                                   anatomy, growth),
                                                               (TIMES_BEGIN, TIMES_END): wall_times(runs),
                                                               (PAIRS_BEGIN, PAIRS_END): pair_seeds(runs, opts.sizes,
                                                                                                    opts.shapes)})

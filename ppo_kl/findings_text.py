@@ -111,6 +111,17 @@ def needed_text(n):
     return "" if n is None or not np.isfinite(n) else str(int(n))
 
 
+def seed_ranges(seeds):
+    """Seeds as runs of consecutive numbers: [1, 2, 3, 4, 7] -> '1-4, 7'."""
+    seeds, parts = sorted(int(s) for s in seeds), []
+    for seed in seeds:
+        if parts and seed == parts[-1][1] + 1:
+            parts[-1][1] = seed
+        else:
+            parts.append([seed, seed])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in parts) or "none"
+
+
 def seeds_text(r):
     """A reading's seeds per setting: one number, or the fewest and the most where its settings differ."""
     return str(r.n_seeds) if r.n_seeds == r.n_seeds_most else f"{r.n_seeds} and {r.n_seeds_most}"
@@ -126,6 +137,31 @@ def verdicts_markdown(verdicts):
                      f"{strong}{r.verdict}{strong}", needed_text(r.seeds_needed)])
     return markdown_table(["#", "env", "reading", "estimate", "95% interval", "threshold", "seeds per setting",
                            "p (one-sided, for the claim)", "verdict", "seeds that would decide it"], body)
+
+
+def seed_growth_markdown(at_shared, verdicts, shared):
+    """The readings that use seeds beyond the shared ones (the pairs with added seeds), each beside the same reading
+    at the shared seeds alone: how the added seeds moved estimate, interval and verdict."""
+    key = ["finding", "env", "reading"]
+    grown = verdicts[verdicts.n_seeds_most > len(shared)].merge(at_shared, on=key, how="left", suffixes=("", "_at"))
+    if grown.empty:
+        return ""
+    seeds, body = seed_ranges(shared), []
+    for r in grown.itertuples():
+        strong = "**" if r.primary else ""
+        body.append([r.finding, r.env, f"{strong}{r.reading}{strong}",
+                     f"{num(r.estimate_at)} [{num(r.low_at)}, {num(r.high_at)}]", fmt(r.verdict_at, ""),
+                     needed_text(r.seeds_needed_at), seeds_text(r), f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]",
+                     r.verdict, needed_text(r.seeds_needed)])
+    changed = grown[grown.verdict_at.notna() & (grown.verdict != grown.verdict_at)]
+    moves = "; ".join(f"{r.finding} {r.env}, {r.reading}: {r.verdict_at} to {r.verdict}" for r in changed.itertuples())
+    return "\n".join([
+        f"{len(grown)} readings use seeds beyond {seeds}; each beside the same reading at seeds {seeds} alone "
+        f"(the same test on fewer runs). Verdicts changed: {len(changed)}" + (f": {moves}." if moves else "."), "",
+        markdown_table(["#", "env", "reading", f"at seeds {seeds}: estimate [95% interval]", f"verdict at {seeds}",
+                        f"seeds that would decide it, at {seeds}", "seeds per setting",
+                        "at every seed: estimate [95% interval]", "verdict at every seed",
+                        "seeds that would decide it, at every seed"], body)])
 
 
 def summary_lines(verdicts, envs):
@@ -161,7 +197,7 @@ def summary_lines(verdicts, envs):
     return lines
 
 
-def report(runs, table, verdicts, published=(), anatomy=""):
+def report(runs, table, verdicts, published=(), anatomy="", growth=""):
     """The generated results: the verdict lines, every reading, the per-setting table and the 500 x 100 returns
     beside CleanRL's published ones (claims.md's body, and the block plot_kl.py writes into the results README)."""
     envs = sorted(runs.env_id.unique())
@@ -178,6 +214,7 @@ def report(runs, table, verdicts, published=(), anatomy=""):
     return "\n".join([*head, "", "### Findings, per env", "",
                       f"Primary readings over findings and envs: {tally}.", "", *summary_lines(verdicts, envs), "",
                       verdicts_markdown(verdicts), "",
+                      *(["### The pairs at the shared seeds and at every seed", "", growth, ""] if growth else []),
                       *(["### What sets the size of an update (finding 3's pair)", "", ANATOMY_NOTE, "", anatomy, ""]
                         if anatomy else []),
                       "### Per setting", "", settings_markdown(table), "",
@@ -211,6 +248,10 @@ RETURN_KIND = {
 }
 
 
+# the envs of the two largest simulated effects at 10 seeds: where pooling runs unweighted would miss the most
+UNEQUAL_ENV_SEEDS = (4, 4, 10, 10)
+
+
 @functools.lru_cache(maxsize=None)
 def coverages():
     """Each interval's simulated coverage at 4 seeds per setting (intervals.simulated_coverage), normal and
@@ -219,9 +260,12 @@ def coverages():
     cover = {(kind, noise): simulated_coverage(kind, noise, **({"sims": 400, "slope": 1.0} if "across envs" in kind
                                                                else {}))
              for kind in kinds for noise in ("normal", "t3")}
-    # the paper's pairs at 10 seeds, and at 10 against 4 while a pair's second cell runs
+    # the paper's pairs at 10 seeds, and at 10 against 4 while a pair's second cell runs; across envs, two envs at
+    # 10 seeds and two at 4, as while the pairs' cells run
     return cover | {(kind, noise, seeds): simulated_coverage(kind, noise, seeds=seeds)
-                    for kind in ("difference", "ratio") for noise in ("normal", "t3") for seeds in (10, (10, 4))}
+                    for kind in ("difference", "ratio") for noise in ("normal", "t3") for seeds in (10, (10, 4))} | {
+        ("iqm across envs", "normal", UNEQUAL_ENV_SEEDS): simulated_coverage(
+            "iqm across envs", "normal", seeds=UNEQUAL_ENV_SEEDS, sims=400, slope=2.0)}  # t3 too in the tests
 
 
 def method_text():
@@ -235,6 +279,7 @@ def method_text():
         return "; ".join(f"{cover[kind, 'normal', seeds]:.3f} and {cover[kind, 't3', seeds]:.3f} at {label}"
                          for seeds, label in ((10, "10 seeds a side"), ((10, 4), "10 against 4")))
 
+    unequal = f"{cover['iqm across envs', 'normal', UNEQUAL_ENV_SEEDS]:.3f}"
     quotes = "\n".join(f"| {f} | {claim} | \"{words}\" | {primary} |" for f, (claim, words, primary) in PAPER.items())
     return f"""\
 How to read it. Each finding is read per env in several ways (rows below), from the distinct runs of that env: a
@@ -270,8 +315,12 @@ the paper's pairs' 10 seeds:
   one: {measured("across envs")} (a run better by 1 std, 400 studies). Finding 4 reads similar when it lies
   within 0.5 +- {SIMILAR_IMPROVEMENT}. Beside it, the difference of interquartile means (IQM, the mean of the middle
   half) of every env's runs pooled, each env's returns as fractions of its pair's better mean (the scale of the
-  per-env margin, so envs whose returns differ tenfold weigh alike), with the same bootstrap at 99%:
-  {measured("iqm across envs")} (400 studies); finding 4 reads similar when it lies within +-{SIMILAR_RETURN}.
+  per-env margin, so envs whose returns differ tenfold weigh alike) and each run weighted by one over its env's
+  runs (so an env at 10 seeds weighs as one at 4), with the same bootstrap at 99%:
+  {measured("iqm across envs")} (400 studies, the envs' effects
+  unequal, up to sevenfold), and {unequal} on normal data with the envs at {", ".join(map(str, UNEQUAL_ENV_SEEDS))}
+  seeds, the two largest effects at 10 and all twice as large (unweighted, the pool would cover less than 0.93:
+  tested); finding 4 reads similar when it lies within +-{SIMILAR_RETURN}.
 
 Which reading is primary, by the paper's words (`paper.txt`):
 
@@ -298,6 +347,6 @@ and per update (settings with 10,000 and 500 updates per iteration differ in it 
 """
 
 
-def claims_markdown(runs, table, verdicts, published=(), anatomy=""):
+def claims_markdown(runs, table, verdicts, published=(), anatomy="", growth=""):
     return "\n".join(["# The paper's findings, checked", "", method_text(),
-                      report(runs, table, verdicts, published, anatomy)])
+                      report(runs, table, verdicts, published, anatomy, growth)])

@@ -199,17 +199,33 @@ def across_envs(pairs, sign, margin=None, rng=0):
                                 f"; similar when within 0.5 +- {margin}")
 
 
-def iqm(values):
-    """The interquartile mean along the last axis: the mean of the middle half of the values."""
-    return stats.trim_mean(values, 0.25, axis=-1)
+def iqm(values, weights=None):
+    """The interquartile mean along the last axis: the mean of the middle half of the values; with weights (one per
+    value along the last axis), the middle half of the total weight, a value on a quartile counted in part (so
+    that equal weights give scipy's trim_mean, which cuts whole values, only when their number is a multiple of
+    4; otherwise the mean of each value repeated 4 times, trimmed)."""
+    if weights is None:
+        return stats.trim_mean(values, 0.25, axis=-1)
+    order = np.argsort(values, axis=-1)
+    values = np.take_along_axis(values, order, -1)
+    weights = np.take_along_axis(np.broadcast_to(weights, values.shape), order, -1)
+    above = np.cumsum(weights, -1) / weights.sum(-1, keepdims=True)  # the share of the weight up to each value
+    below = np.concatenate([np.zeros_like(above[..., :1]), above[..., :-1]], -1)
+    kept = np.clip(np.minimum(above, 0.75) - np.maximum(below, 0.25), 0, None)
+    return (kept * values).sum(-1) / kept.sum(-1)
 
 
 def iqm_across_envs(pairs, sign, margin=None, rng=0):
     """The IQM of setting x's scores minus setting y's, every env's scores pooled (pairs: (x, y) per env, on a
-    scale common to the envs): `supported` when its interval lies on the claim's side of 0 (sign +1: x higher),
-    or within +- margin for an equivalence."""
-    return stratified_bootstrap(pairs, lambda xs, ys: iqm(np.concatenate(xs, -1)) - iqm(np.concatenate(ys, -1)),
-                                0.0, sign, margin, rng, "difference of IQMs over envs",
+    scale common to the envs) and weighted so that each env weighs alike whatever its number of seeds (an env
+    run at 10 seeds beside envs at 4 would otherwise pull the IQM toward its own effect): `supported` when its
+    interval lies on the claim's side of 0 (sign +1: x higher), or within +- margin for an equivalence."""
+    def pooled(scores):
+        weights = np.concatenate([np.full(np.shape(s)[-1], 1 / np.shape(s)[-1]) for s in scores])
+        return iqm(np.concatenate(scores, -1), weights)
+
+    return stratified_bootstrap(pairs, lambda xs, ys: pooled(xs) - pooled(ys), 0.0, sign, margin, rng,
+                                "difference of IQMs over envs, each env weighing alike",
                                 f"; similar when within +-{margin:.3g}" if margin is not None else "")
 
 
@@ -226,12 +242,16 @@ def undetermined_numbers(kind, why):
                 p_value=np.nan, verdict="undetermined", seeds_needed=None, method=f"none: {why}")
 
 
+ENV_EFFECTS = (0.25, 0.75, 1.25, 1.75)  # the simulated envs' effects, unequal (mean 1) as the study's are
+
+
 def simulated_coverage(kind, noise, seeds=4, sims=2000, settings=5, slope=0.4, rng=0, interval=None):
     """The share of simulated studies whose 95% interval covers the truth, at `seeds` seeds per setting (for two
     settings, a pair (x's, y's) when they differ, as in a pair one of whose settings has more seeds so far): two
     settings with unequal spreads (kind `difference`), or with multiplicative noise (`ratio`), or `settings`
     settings along a trend of `slope` (`rank`, the truth from 100,000 runs per setting), or 4 envs whose setting x
-    is `slope` above y (`across envs`: the probability of improvement); noise `normal` or `t3`
+    is `slope` above y (`across envs`: the probability of improvement) or `slope` times ENV_EFFECTS above
+    (`iqm across envs`), their seeds one count or one per env; noise `normal` or `t3`
     (Student's t with 3 degrees of freedom: heavy tails). interval(x, y) -> (low, high) replaces Welch's for a
     difference, to measure another method the same way."""
     rng = np.random.default_rng(rng)
@@ -240,17 +260,26 @@ def simulated_coverage(kind, noise, seeds=4, sims=2000, settings=5, slope=0.4, r
         return rng.standard_normal(shape) if noise == "normal" else rng.standard_t(3, shape)
 
     covered = 0
+    env_seeds = [seeds] * len(ENV_EFFECTS) if np.isscalar(seeds) else seeds
+    if "across envs" in kind and len(env_seeds) != len(ENV_EFFECTS):
+        raise ValueError(f"{kind}: seeds takes one count or {len(ENV_EFFECTS)}, one per env; got {seeds}")
     if kind == "across envs":  # 4 envs, setting x shifted by `slope` standard deviations
         big = draw(400_000)
         truth = float(np.mean(big + slope > draw(400_000)))
         for i in range(sims):
-            numbers = across_envs([(draw(seeds) + slope, draw(seeds)) for _ in range(4)], +1, rng=i)
+            numbers = across_envs([(draw(n) + slope, draw(n)) for n in env_seeds], +1, rng=i)
             covered += numbers["low"] <= truth <= numbers["high"]
-    if kind == "iqm across envs":  # 4 envs at different levels, setting x `slope` above y in each: the truth
+    if kind == "iqm across envs":
+        # 4 envs at different levels, setting x above y by slope x ENV_EFFECTS: the truth is the difference of the
+        # IQMs of the 4 envs' populations pooled in equal parts (100,000 runs each)
+        shifts = [(3 * e + slope * effect, 3 * e) for e, effect in enumerate(ENV_EFFECTS)]
+        population_x = np.concatenate([draw(100_000) + x for x, _ in shifts])
+        population_y = np.concatenate([draw(100_000) + y for _, y in shifts])
+        truth = stats.trim_mean(population_x, 0.25) - stats.trim_mean(population_y, 0.25)
         for i in range(sims):
-            numbers = iqm_across_envs([(draw(seeds) + slope + 3 * e, draw(seeds) + 3 * e) for e in range(4)], +1,
+            numbers = iqm_across_envs([(draw(n) + x, draw(n) + y) for n, (x, y) in zip(env_seeds, shifts)], +1,
                                       rng=i)
-            covered += numbers["low"] <= slope <= numbers["high"]
+            covered += numbers["low"] <= truth <= numbers["high"]
     if kind == "rank":
         big = np.repeat(np.arange(settings), 100_000)
         truth = stats.spearmanr(big, slope * big + draw(len(big))).statistic

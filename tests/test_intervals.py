@@ -52,6 +52,51 @@ def test_the_iqm_across_envs_at_95_percent_would_not_cover(monkeypatch):
     assert simulated_coverage("iqm across envs", "normal", sims=400, slope=1.0) < 0.93
 
 
+@pytest.mark.parametrize("noise", ["normal", "t3"])
+@pytest.mark.parametrize("seeds", [(4, 4, 10, 10), (10, 4, 4, 10), (4, 10, 4, 10)])
+def test_the_iqm_across_envs_covers_at_unequal_seeds(noise, seeds):
+    """4 envs at the study's unequal seeds (two pairs at 10, two at 4), their effects unequal (0.5 to 3.5 std):
+    the interval covers the difference of IQMs of the 4 envs' populations pooled in equal parts in at least 93%
+    of 400 simulated studies. With the two largest effects at 10 seeds (the first case) an unweighted pool would
+    not (the next test); in the other orders the envs' pulls offset each other, and they check coverage only."""
+    assert simulated_coverage("iqm across envs", noise, seeds=seeds, sims=400, slope=2.0) >= 0.93
+
+
+def test_pooling_runs_without_weights_would_not_cover_at_unequal_seeds(monkeypatch):
+    """Why each run weighs one over its env's runs: pooled unweighted, the envs at 10 seeds pull the IQM toward
+    their own effects, and the same intervals cover less than 0.93."""
+    monkeypatch.setattr(intervals, "iqm", lambda values, weights=None: stats.trim_mean(values, 0.25, axis=-1))
+    assert simulated_coverage("iqm across envs", "normal", seeds=(4, 4, 10, 10), sims=400, slope=2.0) < 0.93
+
+
+@pytest.mark.parametrize("weights, copies", [
+    ([1, 3, 2, 2, 3, 1, 4], [1, 3, 2, 2, 3, 1, 4]),  # integer weights, 16 in all
+    ([0.1] * 10 + [0.25] * 4, [2] * 10 + [5] * 4),  # an env at 10 seeds beside one at 4, as iqm_across_envs weighs
+    ([1] * 6, [2] * 6),  # equal weights, 6 values: a value on each quartile counted in half
+    ([1] * 8, [1] * 8),  # equal weights, a multiple of 4: scipy's IQM itself
+])
+def test_weighted_iqm_against_replication(weights, copies):
+    """The weighted IQM against scipy's trimmed mean of the values each repeated in proportion to its weight (a
+    total divisible by 4, so that no value is cut in part), over a leading axis of resamples."""
+    values = np.random.default_rng(5).standard_normal((3, len(weights)))
+    expected = [stats.trim_mean(np.repeat(row, copies), 0.25) for row in values]
+    np.testing.assert_allclose(intervals.iqm(values, np.array(weights)), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_iqm_across_envs_weighs_each_env_alike():
+    """An env whose runs are each repeated three times (the same spread at 12 seeds as at 4) leaves the estimate
+    where it was; pooling the runs unweighted would move it toward that env's effect."""
+    pairs = [(np.array([1.0, 1.5, 2, 2.5]) + 4 * e, np.array([1.0, 1.4, 1.8, 2.2]) + 4 * e + (e == 3) * 1.5)
+             for e in range(4)]
+    grown = pairs[:3] + [tuple(np.tile(side, 3) for side in pairs[3])]
+    assert intervals.iqm_across_envs(grown, +1)["estimate"] == pytest.approx(
+        intervals.iqm_across_envs(pairs, +1)["estimate"], abs=1e-12)
+    def unweighted(p):
+        return stats.trim_mean(np.concatenate([x for x, _ in p]), 0.25) - stats.trim_mean(
+            np.concatenate([y for _, y in p]), 0.25)
+    assert abs(unweighted(grown) - unweighted(pairs)) > 0.1
+
+
 def test_iqm_across_envs_reads_both_ways_and_equivalence():
     higher = [(np.array([5.0, 6, 7, 8]) + e, np.array([1.0, 2, 3, 4]) + e) for e in range(4)]
     got = intervals.iqm_across_envs(higher, +1)

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -294,8 +295,45 @@ def test_pair_seed_block_names_the_seeds_still_to_run(summary):
             assert (seeds, lacking, minutes) == ("1-3, 5", "none", "4.5, 7.2")
         else:
             assert (seeds, lacking, minutes) == ("1-2", "3, 5", "none")
-    assert "Pair settings at seeds 1-3, 5: 1 of 3; runs still to run: 4. The 2 added runs took 0.2 h" in block
+    assert ("Pair settings at seeds 1-3, 5: 1 of 3; runs still to run: 4. "
+            "The 2 added runs' wall times sum to 0.2 h") in block
     assert plot_kl.seed_ranges([]) == "none" and plot_kl.seed_ranges([9, 1, 2, 4, 3, 7]) == "1-4, 7, 9"
+
+
+def test_added_seeds_read_beside_the_study_at_the_shared_seeds(tmp_path):
+    """claims.md's table of the pairs at the shared seeds and at every seed: one row per reading that uses more
+    seeds than every setting has, its left side the verdicts of a study saved with seeds 1-4 alone (the summary's
+    CSV files filtered here, then read as any summary), its right side the committed verdicts, and the sentence
+    above it naming exactly the rows whose two verdicts differ."""
+    from ppo_kl.findings_text import num
+    full = pd.read_csv(os.path.join(COMMITTED, "verdicts.csv"))
+    runs = pd.read_csv(os.path.join(COMMITTED, "runs.csv"))
+    shared = set.intersection(*[set(g.seed) for _, g in runs.groupby(findings.SETTING)])
+    assert shared == {1, 2, 3, 4} and runs.seed.max() > 4
+    keep = set(runs.run[runs.seed.isin(shared)])
+    (tmp_path / "data").mkdir()
+    for name in plot_kl.FRAMES:
+        frame = plot_kl.read_csv(os.path.join(COMMITTED, f"{name}.csv"), name)
+        frame[frame.run.isin(keep)].to_csv(tmp_path / "data" / f"{name}.csv", index=False)
+    opts = types.SimpleNamespace(sizes=[50, 1000], shapes=[(1000, 50), (100, 500)])
+    at_shared = plot_kl.verdicts_at_seeds(plot_kl.read_data([str(tmp_path / "data")]), set(range(1, 100)), opts)
+    assert (at_shared.n_seeds_most == 4).all()
+    claims = open(os.path.join(os.path.dirname(COMMITTED), "claims.md")).read()
+    section = claims.split("### The pairs at the shared seeds and at every seed")[1].split("\n### ")[0]
+    rows = [[c.strip().strip("*") for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    grown = full[full.n_seeds_most > 4]
+    assert len(rows) == len(grown) > 0
+    changed = []
+    for finding, env, reading, before, verdict_before, _, _, after, verdict_after, _ in rows:
+        base = at_shared[(at_shared.finding == int(finding)) & (at_shared.env == env) & (at_shared.reading == reading)]
+        now = grown[(grown.finding == int(finding)) & (grown.env == env) & (grown.reading == reading)]
+        assert len(base) == len(now) == 1, (finding, env, reading)
+        for text, verdict, r in ((before, verdict_before, base.iloc[0]), (after, verdict_after, now.iloc[0])):
+            assert (text, verdict) == (f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]", r.verdict)
+        if verdict_before != verdict_after:
+            changed.append(f"{finding} {env}, {reading}: {verdict_before} to {verdict_after}")
+    assert f"Verdicts changed: {len(changed)}{': ' if changed else ''}{'; '.join(changed)}." in section
 
 
 def committed_with_a_sweep_cut(folder):
