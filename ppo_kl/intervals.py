@@ -199,13 +199,11 @@ def across_envs(pairs, sign, margin=None, rng=0):
                                 f"; similar when within 0.5 +- {margin}")
 
 
-def iqm(values, weights=None):
-    """The interquartile mean along the last axis: the mean of the middle half of the values; with weights (one per
-    value along the last axis), the middle half of the total weight, a value on a quartile counted in part (so
-    that equal weights give scipy's trim_mean, which cuts whole values, only when their number is a multiple of
-    4; otherwise the mean of each value repeated 4 times, trimmed)."""
-    if weights is None:
-        return stats.trim_mean(values, 0.25, axis=-1)
+def iqm(values, weights):
+    """The weighted interquartile mean along the last axis: the mean of the values in the middle half of the total
+    weight (one weight per value along the last axis), a value on a quartile counted in part. Equal weights give
+    scipy's trim_mean, which cuts whole values, when the values are a multiple of 4; otherwise the trimmed mean of
+    each value repeated 4 times."""
     order = np.argsort(values, axis=-1)
     values = np.take_along_axis(values, order, -1)
     weights = np.take_along_axis(np.broadcast_to(weights, values.shape), order, -1)

@@ -65,7 +65,7 @@ def test_the_iqm_across_envs_covers_at_unequal_seeds(noise, seeds):
 def test_pooling_runs_without_weights_would_not_cover_at_unequal_seeds(monkeypatch):
     """Why each run weighs one over its env's runs: pooled unweighted, the envs at 10 seeds pull the IQM toward
     their own effects, and the same intervals cover less than 0.93."""
-    monkeypatch.setattr(intervals, "iqm", lambda values, weights=None: stats.trim_mean(values, 0.25, axis=-1))
+    monkeypatch.setattr(intervals, "iqm", lambda values, weights: stats.trim_mean(values, 0.25, axis=-1))
     assert simulated_coverage("iqm across envs", "normal", seeds=(4, 4, 10, 10), sims=400, slope=2.0) < 0.93
 
 
