@@ -195,3 +195,29 @@ def fake_runs(dry_run_lines, *, finished):
                     json.dump({"wall_time_s": 10.0}, f)
             else:
                 torch.save({"iteration": 1}, os.path.join(run_dir, "checkpoint.pt"))
+
+
+def in_process(monkeypatch, *flags):
+    """plot_kl.main() in this process with its figures captured instead of rendered (rendering is the slow
+    part); returns {name: figure}."""
+    import matplotlib.pyplot as plt
+    import plot_kl
+    drawn = {}
+
+    def keep(fig, out, name, formats):
+        drawn[name] = fig
+        plt.close(fig)  # still readable, no longer held by pyplot
+
+    monkeypatch.setattr(plot_kl, "save", keep)
+    monkeypatch.setattr(sys, "argv", ["plot_kl.py", *flags])
+    plot_kl.main()
+    return drawn
+
+
+def texts(fig):
+    """Every title, suptitle, legend and caption text of a figure and its subfigures."""
+    found = []
+    for f in [fig, *fig.subfigs]:
+        found += [t.get_text() for t in (f._suptitle, f._supxlabel) if t is not None]
+        found += [t.get_text() for legend in f.legends for t in legend.get_texts()]
+    return found + [ax.get_title() for ax in fig.get_axes()]
