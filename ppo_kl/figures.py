@@ -15,8 +15,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from ppo_kl.findings import PAPER, PHASES  # noqa: E402
-from ppo_kl.findings_text import num  # noqa: E402
+from ppo_kl.findings import LABEL_FORM, PAPER, PHASES, common_seeds  # noqa: E402
+from ppo_kl.findings_text import num, seed_ranges, seeds_text  # noqa: E402
 
 BUNDLED_FONTS = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 
@@ -43,8 +43,6 @@ def supported_formats():
 # Okabe and Ito's colour-blind-safe palette
 SETTING_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"]
 WIDTH = 7.0  # inches: a two-column paper's text width
-CAPTION = ("(N_env x N_rollout : N_minibatch x minibatch_size) = parallel envs x steps each env collects per "
-           "iteration : minibatches per epoch x samples per minibatch.")
 
 # ---- figures (they take data frames) ----
 
@@ -73,7 +71,7 @@ class Look:
 def caption(fig, look, *lines, settings=True):
     """The explanatory text below a figure, and what the setting labels mean when the figure uses them."""
     if look.captions:
-        text = "\n".join(textwrap.fill(line, 120) for line in (*lines, *[CAPTION] * settings))
+        text = "\n".join(textwrap.fill(line, 120) for line in (*lines, *[LABEL_FORM] * settings))
         fig.supxlabel(text, fontsize=7, ha="left", x=0.01)
 
 
@@ -138,7 +136,7 @@ def fig_returns(runs, curves, title, ylabel, compared_at, look, marker=None):
             ax.remove()  # no empty panels: an env the sweep did not run leaves its slot blank
         sweep_data = data[data.sweep == sweep]
         seeds = sweep_data.groupby(["key", "env_id"]).run.nunique().groupby("key").agg(
-            lambda n: "-".join(map(str, sorted(set(n)))))  # per env: 2 seeds, or 2-3 where envs differ
+            lambda n: " or ".join(map(str, sorted(set(n)))))  # per env: 2 seeds, or 2 or 3 where envs differ
         for ax, env in zip(axes, envs):
             for key in setting_order(sweep_data):
                 group = sweep_data[(sweep_data.env_id == env) & (sweep_data.key == key)]
@@ -164,10 +162,12 @@ def fig_returns(runs, curves, title, ylabel, compared_at, look, marker=None):
         if any(np.isfinite(compared_at.get((sweep, env), np.nan)) for env in envs):  # only for a line drawn
             handles["compared at (claims.md)"] = Line2D([], [], color="0.4", linestyle=":")
         subfig.suptitle(row_title(sweep, sweep_data))
-        subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(3, len(handles)))
+        subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(2, len(handles)),
+                      fontsize=7)
     fig.suptitle(title, fontweight="bold")
     caption(fig, look, f"Line: mean over seeds; band: {band_text(look, 'std')}. Dotted: the step at which "
-                       "claims.md compares this panel's settings (the last step all of them reach).")
+                       "claims.md compares this panel's settings (the last step all of them reach). \"4 or 10 "
+                       "seeds\": the count differs between envs (runs.csv lists every run).")
     return fig
 
 
@@ -253,8 +253,9 @@ def fig_update_anatomy(env, chosen, profiles, anatomy, look):
         colour, runs = setting.colour.iloc[0], set(setting.run)
         kl = profiles[profiles.run.isin(runs) & (profiles.curve == "seq_kl")].rename(columns={"kl": "value"})
         parts = anatomy[anatomy.run.isin(runs)]
-        seeds = parts.run.nunique()
-        handles[f"{key} ({setting.label.iloc[0]}), {seeds} seed{'s' * (seeds != 1)}"] = Line2D([], [], color=colour)
+        seeds = setting.seed[setting.run.isin(parts.run)]
+        handles[f"{key} ({setting.label.iloc[0]}), seed{'s' * (len(seeds) != 1)} {seed_ranges(seeds)}"] = Line2D(
+            [], [], color=colour)
         for r, (quantity, _, _) in enumerate(ANATOMY_ROWS):
             for c, phase in enumerate(PHASES):
                 for name, style in ((("grad_norm", "-"), ("actor_grad_norm", ":")) if quantity == "grad_norm"
@@ -288,10 +289,18 @@ def fig_update_anatomy(env, chosen, profiles, anatomy, look):
     return fig
 
 
+def points(ax, x, y, filled, colour, **style):
+    """A scatter whose points are filled where `filled`, hollow (edge only) elsewhere."""
+    filled = np.asarray(filled, bool)
+    ax.scatter(x[filled], y[filled], color=colour, **style)
+    ax.scatter(x[~filled], y[~filled], facecolors="none", edgecolors=colour, linewidths=0.6, **style)
+
+
 def fig_kl_summaries(table, look):
     """Findings 3 and 5 and the contraction at a glance, one row per env (table: findings.run_table's runs with
     their final return): mean sequential KL against minibatch size, per third of the run; mean
-    sequential KL against final return, every run of both sweeps; gamma_D per 1% against minibatch size."""
+    sequential KL against final return, every run of both sweeps; gamma_D per 1% against minibatch size. Runs of
+    the seeds every setting of the env has (those the trends and finding 5 read) are filled, others hollow."""
     envs = sorted(table.env_id.unique())
     fig = plt.figure(figsize=(WIDTH, 2.1 * len(envs) + 1.8), layout="constrained")
     panels = fig.subfigures(1, 1)  # its legend sits below the panels, above the figure's caption
@@ -305,13 +314,14 @@ def fig_kl_summaries(table, look):
     handles = {}
     for row, env in zip(axes, envs):
         here = table[table.env_id == env]
+        here = here.assign(shared=here.run.isin(common_seeds(here).run))
         # the minibatch sweep's shape: the one with the most minibatch sizes (500 x 100 in the paper)
         sizes = here.groupby(["num_envs", "num_steps"]).minibatch_size.nunique()
         n, m = sizes.idxmax()
         shape = here[(here.num_envs == n) & (here.num_steps == m)]
         for third, style, marker in (("first", "-", "o"), ("middle", "--", "s"), ("last", ":", "^")):
             column = f"seq_kl_{third}"
-            row[0].scatter(shape.minibatch_size, shape[column], s=6, marker=marker, color="0.5", alpha=0.6)
+            points(row[0], shape.minibatch_size, shape[column], shape.shared, "0.5", s=6, marker=marker, alpha=0.6)
             means = shape.groupby("minibatch_size")[column].mean()
             row[0].plot(means.index, means, style, color="k", marker=marker, markersize=3)
             handles.setdefault(f"{third} third of the run (mean over seeds; points: seeds)",
@@ -319,9 +329,9 @@ def fig_kl_summaries(table, look):
         for key, g in here.groupby("key") if with_return else ():
             first = g.iloc[0]
             name = f"{first.num_envs} envs x {first.num_steps} steps, minibatch {first.minibatch_size}"
-            row[1].scatter(g.ret, g.seq_kl_whole, s=9, color=colours[key])
+            points(row[1], g.ret, g.seq_kl_whole, g.shared, colours[key], s=9)
             handles.setdefault(name, Line2D([], [], color=colours[key], marker="o", linestyle="none"))
-        row[2].scatter(shape.minibatch_size, shape.gamma_per_pct, s=6, color="0.5")
+        points(row[2], shape.minibatch_size, shape.gamma_per_pct, shape.shared, "0.5", s=6)
         means = shape.groupby("minibatch_size").gamma_per_pct.mean()
         row[2].plot(means.index, means, color="k", marker="o", markersize=3)
         for ax in row[[0, 2]]:
@@ -335,17 +345,19 @@ def fig_kl_summaries(table, look):
         row[2].set_ylabel(r"$\gamma_D$ per 1% of updates")
     axes[0, 0].set_title("finding 3: per update, by third of the run")
     if with_return:
-        axes[0, 1].set_title("finding 5: each run of both sweeps")
-    axes[0, 2].set_title("contraction of the reference KL")
+        axes[0, 1].set_title("finding 5: every run, both sweeps")
+    axes[0, 2].set_title("reference KL's contraction")
     order = [k for k in handles if "third" in k] + sorted(k for k in handles if "third" not in k)
     panels.legend([handles[k] for k in order], order, loc="outside lower center", ncols=2, fontsize=6.5)
     fig.suptitle("Sequential KL and contraction across settings", fontweight="bold")
     caption(fig, look, "Left and right: the minibatch sweep (at its N_env x N_rollout), every seed a grey point, the "
                  "setting's mean a "
                  "line. Middle: every run of both sweeps, the whole run's mean sequential KL against its final "
-                 "evaluation return (at the last evaluation all the env's runs have). gamma_D: the fitted "
-                 "per-1% contraction rate of KL(pi_U || pi_i), closer to 1 is slower (claims.md says where the "
-                 "geometric fit is poor).")
+                 "evaluation return (at the last evaluation all the env's runs have). Filled points: the seeds "
+                 "every setting of the env has, which the trends and finding 5 in claims.md read; hollow: seeds "
+                 "only some settings have (the pairs'), in the means but not in those readings. gamma_D: the "
+                 "fitted per-1% contraction rate of KL(pi_U || pi_i), mean over the run's iterations, closer to 1 "
+                 "is slower (claims.md says where the geometric fit is poor).")
     return fig
 
 
@@ -357,7 +369,7 @@ def fig_verdicts(verdicts, look):
     mark where another reading of the finding in that env reaches the opposite verdict."""
     envs = sorted(set(verdicts.env) - {"all"})  # the readings across envs are in claims.md
     findings = sorted(PAPER)
-    fig, ax = plt.subplots(figsize=(WIDTH, 0.6 * len(findings) + 1.3), layout="constrained")
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.75 * len(findings) + 1.3), layout="constrained")
     for y, finding in enumerate(findings):
         for x, env in enumerate(envs):
             cell = verdicts[(verdicts.finding == finding) & (verdicts.env == env)]
@@ -369,9 +381,12 @@ def fig_verdicts(verdicts, look):
                 ax.text(x + 0.5, y + 0.5, "not tested", ha="center", va="center", fontsize=7, color="0.4")
                 continue
             r = main.iloc[0]
-            ax.text(x + 0.5, y + 0.38, verdict, ha="center", va="center", fontsize=7.5, weight="bold")
-            ax.text(x + 0.5, y + 0.68, f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]", ha="center", va="center",
+            bar = f"within \u00b1{num(r.threshold)}" if "within" in r.method else f"against {num(r.threshold)}"
+            ax.text(x + 0.5, y + 0.25, verdict, ha="center", va="center", fontsize=7.5, weight="bold")
+            ax.text(x + 0.5, y + 0.52, f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]", ha="center", va="center",
                     fontsize=6.5)
+            ax.text(x + 0.5, y + 0.78, f"{bar}; {seeds_text(r)} seeds", ha="center", va="center", fontsize=6,
+                    color="0.25")
             others = set(cell[~cell.primary].verdict) - {"undetermined", verdict}
             if others:
                 ax.text(x + 0.97, y + 0.1, "*", ha="right", va="top", fontsize=10, weight="bold")
@@ -384,9 +399,13 @@ def fig_verdicts(verdicts, look):
     for side in ax.spines.values():
         side.set_visible(False)
     fig.suptitle("The paper's findings: the primary reading per env, estimate [95% interval]")
+    effects = "; ".join(f"{f}. {verdicts.effect[(verdicts.finding == f) & verdicts.primary].iloc[0]}"
+                        for f in findings if ((verdicts.finding == f) & verdicts.primary).any())
     caption(fig, look, "Green: supported, red: contradicted, grey: undetermined (the interval straddles the "
-                       "threshold). *: another reading of the finding in that env reaches the other decided verdict "
-                       "(claims.md lists every reading).", settings=False)
+                       "threshold, or lies across the equivalence margin). *: another reading of the finding in that "
+                       "env reaches the other decided verdict (claims.md lists every reading). Below each interval: "
+                       "the threshold, or the equivalence margin, and the seeds per setting.",
+            f"Estimates (x vs y: x's minus y's, or x's over y's): {effects}.", settings=False)
     return fig
 
 

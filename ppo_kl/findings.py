@@ -34,11 +34,15 @@ PAPER = {
         "final evaluation returns equivalent within 20% of the larger (TOST)"),
     5: ("Higher-return settings have higher sequential KL and converge more slowly", "settings with high-return PPO "
         "runs result in slower convergence to the fixed-distribution and higher consecutive KL divergence changes",
-        "sequential KL rises with final return, over every run of both sweeps"),
+        "sequential KL rises with final return, over both sweeps' runs at the seeds all settings have"),
 }
 SIMILAR_RETURN = 0.2  # finding 4: the returns' equivalence margin, a fraction of the larger setting's mean
 MONOTONE = 0.99  # finding 2: the fraction of decreasing steps a monotone fall needs
 SIMILAR_IMPROVEMENT = 0.2  # finding 4 across envs: similar when neither setting's run beats the other's > 70%
+
+
+LABEL_FORM = ("(N_env x N_rollout : N_minibatch x minibatch_size) = parallel envs x steps each env collects per "
+              "iteration : minibatches per epoch x samples per minibatch.")
 
 
 def label(row):

@@ -5,8 +5,8 @@ import functools
 import numpy as np
 import pandas as pd
 
-from ppo_kl.findings import (MIN_SEEDS, PAPER, PHASES, PUBLISHED_STEPS, SIMILAR_IMPROVEMENT, SIMILAR_RETURN,
-                             distinct_runs)
+from ppo_kl.findings import (LABEL_FORM, MIN_SEEDS, PAPER, PHASES, PUBLISHED_STEPS, SIMILAR_IMPROVEMENT,
+                             SIMILAR_RETURN, distinct_runs)
 from ppo_kl.intervals import CONFIDENCE, VERDICTS, simulated_coverage
 
 
@@ -48,7 +48,8 @@ def anatomy_reading(whole, a, b):
         length = (f"the actor's step per update differs (x{fmt(step.ratio, '.3g')}, "
                   f"[{fmt(step.low, '.3g')}, {fmt(step.high, '.3g')}])")
     per_step = kl.ratio / step.ratio ** 2
-    direction = ", so the step's direction, not its length, sets the sequential KL" if "Adam" in length else ""
+    direction = (": a ratio consistent with the step's direction, not its length, setting the sequential KL"
+                 if "Adam" in length else "")
     return (f"Read: {length}; per unit of squared step the policy's output moves x{fmt(per_step, '.3g')} as much "
             f"at minibatch {a}{direction}. A gradient of "
             f"pure sampling noise would grow x{fmt(noise, '.3g')} from minibatch {b} to {a}; the measured "
@@ -154,14 +155,28 @@ def seed_growth_markdown(at_shared, verdicts, shared):
                      needed_text(r.seeds_needed_at), seeds_text(r), f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]",
                      r.verdict, needed_text(r.seeds_needed)])
     changed = grown[grown.verdict_at.notna() & (grown.verdict != grown.verdict_at)]
-    moves = "; ".join(f"{r.finding} {r.env}, {r.reading}: {r.verdict_at} to {r.verdict}" for r in changed.itertuples())
+    moves = "; ".join(f"finding {r.finding}, {r.env}, {r.reading}: {r.verdict_at} to {r.verdict}"
+                      for r in changed.itertuples())
     return "\n".join([
         f"{len(grown)} readings use seeds beyond {seeds}; each beside the same reading at seeds {seeds} alone "
-        f"(the same test on fewer runs). Verdicts changed: {len(changed)}" + (f": {moves}." if moves else "."), "",
+        f"(the same test on fewer runs). Verdicts changed ({len(changed)})" + (f": {moves}." if moves else "."), "",
         markdown_table(["#", "env", "reading", f"at seeds {seeds}: estimate [95% interval]", f"verdict at {seeds}",
                         f"seeds that would decide it, at {seeds}", "seeds per setting",
                         "at every seed: estimate [95% interval]", "verdict at every seed",
                         "seeds that would decide it, at every seed"], body)])
+
+
+def grouped(readings):
+    """Readings named once per shared head: ['pair, per update, first third', 'pair, per update, last third',
+    'trend'] -> 'pair, per update: first third, last third / trend'."""
+    parts = []
+    for reading in readings:
+        head, _, tail = reading.rpartition(", ")
+        if head and parts and parts[-1][0] == head:
+            parts[-1][1].append(tail)
+        else:
+            parts.append((head, [tail]) if head else (reading, []))
+    return " / ".join(f"{head}: {', '.join(tails)}" if tails else head for head, tails in parts)
 
 
 def summary_lines(verdicts, envs):
@@ -174,8 +189,9 @@ def summary_lines(verdicts, envs):
         for verdict in VERDICTS:
             got = main[main.verdict == verdict]
             if len(got):
-                names = [r.env + (f" ({needed_text(r.seeds_needed)} seeds would decide it)"
-                                  if verdict == "undetermined" and needed_text(r.seeds_needed) else "")
+                names = [f"{r.env} ({seeds_text(r)} seeds"
+                         + (f"; {needed_text(r.seeds_needed)} would decide it"
+                            if verdict == "undetermined" and needed_text(r.seeds_needed) else "") + ")"
                          for r in got.itertuples()]
                 by_verdict.append(f"{verdict} in {', '.join(names)}")
         untested = [env for env in envs if env not in set(main.env)]
@@ -190,7 +206,7 @@ def summary_lines(verdicts, envs):
                 disagree.setdefault((r.env, r.verdict), []).append(r.reading)
         if disagree:
             line += " Readings that disagree with it: " + "; ".join(
-                f"{env}: {' / '.join(readings)} ({verdict})" for (env, verdict), readings in disagree.items()) + "."
+                f"{env}: {grouped(readings)} ({verdict})" for (env, verdict), readings in disagree.items()) + "."
         for r in rows[rows.env == "all"].itertuples():
             line += f" Across envs, {r.reading}: {r.verdict}, {num(r.estimate)} [{num(r.low)}, {num(r.high)}]."
         lines.append(line)
@@ -217,7 +233,7 @@ def report(runs, table, verdicts, published=(), anatomy="", growth=""):
                       *(["### The pairs at the shared seeds and at every seed", "", growth, ""] if growth else []),
                       *(["### What sets the size of an update (finding 3's pair)", "", ANATOMY_NOTE, "", anatomy, ""]
                         if anatomy else []),
-                      "### Per setting", "", settings_markdown(table), "",
+                      "### Per setting", "", f"Setting: {LABEL_FORM}", "", settings_markdown(table), "",
                       "### Beside CleanRL's published returns", "", PUBLISHED_NOTE, "",
                       published_markdown(published), ""])
 
@@ -234,8 +250,9 @@ steps apart, as its envs end their 1,000-step episodes together)."""
 
 
 ANATOMY_NOTE = """\
-Recorded per update in the runs made since the update anatomy was (seeds 5-10 of the pairs): Figure 4 draws it
-against the % of the iteration's updates. Each row: the mean per update of the quantity, over each run's
+Recorded only by the runs made since the training script logs each update's anatomy (here the pairs' added
+seeds), so these ratios rest on fewer seeds than finding 3's rows; Figure 4 draws the same quantities against the
+% of the iteration's updates. Each row: the mean per update of the quantity, over each run's
 iterations, then over seeds; the ratio is of geometric means over seeds, with Welch's interval on the log scale.
 CleanRL clips the global gradient norm (actor and critic together) to 0.5, so a clipping factor below 1 shrinks
 the actor's gradient with the critic's; Adam then divides each weight's step by its running gradient scale."""

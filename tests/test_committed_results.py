@@ -49,8 +49,8 @@ def test_added_seeds_read_beside_the_study_at_the_shared_seeds(tmp_path):
         for text, verdict, r in ((before, verdict_before, base.iloc[0]), (after, verdict_after, now.iloc[0])):
             assert (text, verdict) == (f"{num(r.estimate)} [{num(r.low)}, {num(r.high)}]", r.verdict)
         if verdict_before != verdict_after:
-            changed.append(f"{finding} {env}, {reading}: {verdict_before} to {verdict_after}")
-    assert f"Verdicts changed: {len(changed)}{': ' if changed else ''}{'; '.join(changed)}." in section
+            changed.append(f"finding {finding}, {env}, {reading}: {verdict_before} to {verdict_after}")
+    assert f"Verdicts changed ({len(changed)}){': ' if changed else ''}{'; '.join(changed)}." in section
 
 
 def committed_with_a_sweep_cut(folder):
@@ -89,6 +89,13 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     summaries = drawn.pop("fig5_kl_summaries")  # points and lines; one row per env
     assert all(ax.collections for ax in summaries.get_axes()), "fig5_kl_summaries has an empty panel"
     assert len(summaries.get_axes()) == 3 * runs.env_id.nunique()
+    # finding 5's panel: filled, the runs of the seeds every setting of the env has (what its reading uses);
+    # hollow, the pairs' added seeds
+    for env, ax in zip(sorted(set(runs.env_id)), summaries.get_axes()[1::3]):
+        distinct = findings.distinct_runs(runs[runs.env_id == env])
+        shared = set.intersection(*[set(g.seed) for _, g in distinct.groupby(findings.SETTING)])
+        assert hollow_and_filled(ax) == ((~distinct.seed.isin(shared)).sum(), distinct.seed.isin(shared).sum()), env
+    assert any(text.endswith("; 10 seeds") for text in verdict_cells) and "against 0; 4 seeds" in verdict_cells
     for name, fig in drawn.items():
         assert all(ax.lines for ax in fig.get_axes()), f"{name} has an empty panel"
         assert fig.get_size_inches()[0] <= figures.WIDTH
@@ -130,3 +137,12 @@ def test_committed_results_are_what_their_data_draws(tmp_path):
              if (tmp_path / f).read_bytes() != open(os.path.join(results, f), "rb").read()]
     assert not stale, ("regenerate docs/results (python plot_kl.py --data docs/results/data --out docs/results): "
                        f"{stale}")
+
+
+def hollow_and_filled(ax):
+    """The numbers of hollow (no face colour) and filled points in a scatter panel."""
+    counts = [0, 0]
+    for c in ax.collections:
+        faces = c.get_facecolors()
+        counts[int(len(faces) > 0 and faces[:, 3].max() > 0)] += len(c.get_offsets())
+    return tuple(counts)

@@ -195,14 +195,21 @@ def test_intervals_are_welchs_by_the_textbook_formula():
 
 
 def test_summary_lines_name_each_verdict_and_the_readings_that_disagree():
+    """Each env with its seeds per setting; readings that share a head (before the last comma) are named once."""
     rows = pd.DataFrame([
         dict(finding=1, env="A", reading="pair", primary=True, verdict="supported", seeds_needed=None),
         dict(finding=1, env="A", reading="trend", primary=False, verdict="contradicted", seeds_needed=None),
+        dict(finding=1, env="A", reading="pair, per unit, first third", primary=False, verdict="contradicted",
+             seeds_needed=None),
+        dict(finding=1, env="A", reading="pair, per unit, last third", primary=False, verdict="contradicted",
+             seeds_needed=None),
         dict(finding=1, env="B", reading="pair", primary=True, verdict="undetermined", seeds_needed=7),
-        dict(finding=1, env="B", reading="trend", primary=False, verdict="undetermined", seeds_needed=9)])
+        dict(finding=1, env="B", reading="trend", primary=False, verdict="undetermined", seeds_needed=9)]).assign(
+        n_seeds=[4, 4, 4, 4, 4, 4], n_seeds_most=[10, 4, 10, 10, 4, 4])
     line = findings_text.summary_lines(rows, ["A", "B", "C"])[0]
-    assert "supported in A; undetermined in B (7 seeds would decide it); not testable in C (" in line
-    assert "Readings that disagree with it: A: trend (contradicted)." in line
+    assert ("supported in A (4 and 10 seeds); undetermined in B (4 seeds; 7 would decide it); not testable in C ("
+            in line)
+    assert "Readings that disagree with it: A: trend / pair, per unit: first third, last third (contradicted)." in line
 
 
 def test_returns_beside_the_published_ones():
