@@ -485,6 +485,8 @@ if __name__ == "__main__":
                                   anatomy, stats, profiles, store, iteration_start)
         session.finish()
     finally:
+        if store is not None:
+            store.close()
         envs.close()
         if eval_envs is not None:
             eval_envs.close()

@@ -76,7 +76,8 @@ class SnapshotStore:
         self.logstds = torch.zeros(capacity, num_members, act_dim, device=self.device)
         self.pending = queue.Queue(maxsize=64)
         self.error = None
-        threading.Thread(target=self._evaluate_pending, daemon=True).start()
+        self.worker = threading.Thread(target=self._evaluate_pending, daemon=True)
+        self.worker.start()
 
     def nbytes(self):
         return self.means.nelement() * self.means.element_size() + self.logstds.nelement() * self.logstds.element_size()
@@ -84,7 +85,10 @@ class SnapshotStore:
     @torch.no_grad()
     def _evaluate_pending(self):
         while True:
-            first, states, block = self.pending.get()
+            item = self.pending.get()
+            if item is None:
+                return
+            first, states, block = item
             try:
                 n = block.shape[0]
                 self.means[first:first + n, :, : states.shape[1]] = self.snapshot_means(states, block)
@@ -146,6 +150,19 @@ class SnapshotStore:
             profile["ref_kl_decrease_frac"] = float(np.mean(np.diff(profile["ref_kl"]) < 0)) if n > 1 else float("nan")
             profiles.append(profile)
         return profiles
+
+    def close(self):
+        """Drops the blocks still waiting and ends the worker once its current block is done. A daemon thread that
+        the interpreter's exit stops inside a torch kernel aborts the process (`terminate called without an active
+        exception`), so a run that stops mid-iteration, on a signal, closes the store before it exits."""
+        while True:
+            try:
+                self.pending.get_nowait()
+                self.pending.task_done()
+            except queue.Empty:
+                break
+        self.pending.put(None)
+        self.worker.join()
 
     def snapshots(self, member):
         n, s = len(self.updates), self.counts[member]

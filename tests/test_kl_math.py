@@ -115,3 +115,29 @@ def test_snapshot_means_are_actor_mean_of_each_snapshot():
                 for m in range(members):
                     alone = agent.actor_mean(states[m:m + 1], weights[k, m:m + 1])[0]
                     torch.testing.assert_close(got[k, m], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_closing_the_snapshot_store_ends_its_worker_and_drops_the_blocks_waiting():
+    """A run that stops mid-iteration closes its store: the worker thread finishes the block it is on, skips those
+    still queued and ends, so that no torch kernel runs in it while the interpreter exits (which aborts)."""
+    import threading
+    import time
+
+    from ppo_kl.kl_profiling import SnapshotStore
+
+    evaluated, started = [], threading.Event()
+
+    def slow_means(states, block):
+        started.set()
+        time.sleep(0.3)
+        evaluated.append(block.shape[0])
+        return torch.zeros(block.shape[0], states.shape[0], states.shape[1], 2)
+
+    store = SnapshotStore(200, 1, 1, 8, torch.zeros(1, 6), 2, slow_means)
+    store.begin_iteration(torch.zeros(1, 8, 3), [8])
+    for update in range(1, 5 * SnapshotStore.block_size):  # 5 full blocks queued
+        store.record(update, 0, update)
+    assert started.wait(5) and store.worker.is_alive()
+    store.close()
+    assert not store.worker.is_alive()
+    assert len(evaluated) == 1  # the block under way when close came; the 4 waiting were dropped
