@@ -130,6 +130,7 @@ def fig_returns(runs, curves, title, ylabel, compared_at, look, marker=None):
     # one colour per setting across the figure: the setting the two sweeps share looks the same in both rows
     colours = dict(zip(setting_order(data), SETTING_COLOURS * 3))
     fig = plt.figure(figsize=(WIDTH, 2.5 * len(rows) + 1.1), layout="constrained")
+    mixed = False  # a setting whose seeds differ between envs
     for subfig, (sweep, envs) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
         axes = subfig.subplots(1, ncols, squeeze=False)[0]
         for ax in axes[len(envs):]:
@@ -137,6 +138,7 @@ def fig_returns(runs, curves, title, ylabel, compared_at, look, marker=None):
         sweep_data = data[data.sweep == sweep]
         seeds = sweep_data.groupby(["key", "env_id"]).run.nunique().groupby("key").agg(
             lambda n: " or ".join(map(str, sorted(set(n)))))  # per env: 2 seeds, or 2 or 3 where envs differ
+        mixed = mixed or seeds.str.contains(" or ").any()
         for ax, env in zip(axes, envs):
             for key in setting_order(sweep_data):
                 group = sweep_data[(sweep_data.env_id == env) & (sweep_data.key == key)]
@@ -165,9 +167,12 @@ def fig_returns(runs, curves, title, ylabel, compared_at, look, marker=None):
         subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(2, len(handles)),
                       fontsize=7)
     fig.suptitle(title, fontweight="bold")
-    caption(fig, look, f"Line: mean over seeds; band: {band_text(look, 'std')}. Dotted: the step at which "
-                       "claims.md compares this panel's settings (the last step all of them reach). \"4 or 10 "
-                       "seeds\": the count differs between envs (runs.csv lists every run).")
+    dotted = any(np.isfinite(compared_at.get((sweep, env), np.nan)) for sweep, envs in rows for env in envs)
+    caption(fig, look, f"Line: mean over seeds; band: {band_text(look, 'std')}."
+                       + (" Dotted: the step at which claims.md compares this panel's settings (the last step all of "
+                          "them reach)." if dotted else "")
+                       + (" \"n or m seeds\": the count differs between envs (runs.csv lists every run)."
+                          if mixed else ""))
     return fig
 
 

@@ -102,6 +102,12 @@ def test_committed_results_figures(monkeypatch, tmp_path):
         for f in [fig, *fig.subfigs]:
             assert all(t.get_fontsize() >= 7 for legend in f.legends for t in legend.get_texts())
         assert any("(N_env x N_rollout : N_minibatch x minibatch_size) =" in t for t in texts(fig)), name
+    # the caption explains the dotted line where one is drawn, and seed counts that differ between envs
+    for name in {"fig1_returns", "fig1b_eval_returns"} & set(drawn):
+        said = " ".join(texts(drawn[name]))
+        dotted = any(line.get_linestyle() == ":" for ax in drawn[name].get_axes() for line in ax.lines)
+        assert ("Dotted: the step at which claims.md compares" in said) == dotted, name
+        assert ("\"n or m seeds\": the count differs between envs" in said) == (" or 10 seeds" in said), name
     # one panel per env of each sweep: the env cut from the env x rollout sweep has none there
     assert len(drawn["fig1_returns"].get_axes()) == runs.groupby("sweep").env_id.nunique().sum()
     shapes = set(zip(runs.num_envs[runs.sweep == "env_rollout"], runs.num_steps[runs.sweep == "env_rollout"]))
