@@ -259,7 +259,7 @@ def fig_update_anatomy(env, chosen, profiles, anatomy, look):
         kl = profiles[profiles.run.isin(runs) & (profiles.curve == "seq_kl")].rename(columns={"kl": "value"})
         parts = anatomy[anatomy.run.isin(runs)]
         seeds = setting.seed[setting.run.isin(parts.run)]
-        handles[f"{key} ({setting.label.iloc[0]}), seed{'s' * (len(seeds) != 1)} {seed_ranges(seeds)}"] = Line2D(
+        handles[f"{key} ({setting.label.iloc[0]}), seed{'s' * (seeds.nunique() != 1)} {seed_ranges(seeds)}"] = Line2D(
             [], [], color=colour)
         for r, (quantity, _, _) in enumerate(ANATOMY_ROWS):
             for c, phase in enumerate(PHASES):
@@ -316,14 +316,20 @@ def fig_kl_summaries(table, look):
             ax.remove()
     settings = table.drop_duplicates("key").sort_values(["minibatch_size", "num_envs"], ascending=[True, False])
     colours = dict(zip(settings.key, SETTING_COLOURS * 2))
-    handles = {}
+    handles, hollow = {}, False
     for row, env in zip(axes, envs):
         here = table[table.env_id == env]
-        here = here.assign(shared=here.run.isin(common_seeds(here).run))
+        # filled: the runs each reading takes (findings.check_findings), the trends' over the minibatch sweep's
+        # settings, finding 5's over every setting with a sequential KL and a return
+        read = common_seeds(here.dropna(subset=["seq_kl_whole", "ret"]))
+        here = here.assign(shared=here.run.isin(read.run))
         # the minibatch sweep's shape: the one with the most minibatch sizes (500 x 100 in the paper)
         sizes = here.groupby(["num_envs", "num_steps"]).minibatch_size.nunique()
         n, m = sizes.idxmax()
         shape = here[(here.num_envs == n) & (here.num_steps == m)]
+        shape = shape.assign(shared=shape.run.isin(common_seeds(shape).run))
+        drawn = here.ret.notna() & here.seq_kl_whole.notna()
+        hollow = hollow or not shape.shared.all() or (with_return and not here.shared[drawn].all())
         for third, style, marker in (("first", "-", "o"), ("middle", "--", "s"), ("last", ":", "^")):
             column = f"seq_kl_{third}"
             points(row[0], shape.minibatch_size, shape[column], shape.shared, "0.5", s=6, marker=marker, alpha=0.6)
@@ -358,11 +364,12 @@ def fig_kl_summaries(table, look):
     caption(fig, look, "Left and right: the minibatch sweep (at its N_env x N_rollout), every seed a grey point, the "
                  "setting's mean a "
                  "line. Middle: every run of both sweeps, the whole run's mean sequential KL against its final "
-                 "evaluation return (at the last evaluation all the env's runs have). Filled points: the seeds "
-                 "every setting of the env has, which the trends and finding 5 in claims.md read; hollow: seeds "
-                 "only some settings have (the pairs'), in the means but not in those readings. gamma_D: the "
-                 "fitted per-1% contraction rate of KL(pi_U || pi_i), mean over the run's iterations, closer to 1 "
-                 "is slower (claims.md says where the geometric fit is poor).")
+                 "evaluation return (at the last evaluation all the env's runs have)."
+                 + (" Filled points: the seeds every setting in the panel has, which the trends and finding 5 in "
+                    "claims.md read; hollow: seeds only some settings have (the pairs'), in the means but not in "
+                    "those readings." if hollow else "")
+                 + " gamma_D: the fitted per-1% contraction rate of KL(pi_U || pi_i), mean over the run's "
+                 "iterations, closer to 1 is slower (claims.md says where the geometric fit is poor).")
     return fig
 
 

@@ -114,7 +114,7 @@ def needed_text(n):
 
 def seed_ranges(seeds):
     """Seeds as runs of consecutive numbers: [1, 2, 3, 4, 7] -> '1-4, 7'."""
-    seeds, parts = sorted(int(s) for s in seeds), []
+    seeds, parts = sorted({int(s) for s in seeds}), []
     for seed in seeds:
         if parts and seed == parts[-1][1] + 1:
             parts[-1][1] = seed
@@ -167,16 +167,18 @@ def seed_growth_markdown(at_shared, verdicts, shared):
 
 
 def grouped(readings):
-    """Readings named once per shared head: ['pair, per update, first third', 'pair, per update, last third',
-    'trend'] -> 'pair, per update: first third, last third / trend'."""
-    parts = []
+    """Readings that share a head (the text before their last comma) named once, in the order heads first come:
+    ['pair, per update, first third', 'trend', 'pair, per update, last third'] -> 'pair, per update (first third,
+    last third) / trend'."""
+    tails = {}
     for reading in readings:
         head, _, tail = reading.rpartition(", ")
-        if head and parts and parts[-1][0] == head:
-            parts[-1][1].append(tail)
-        else:
-            parts.append((head, [tail]) if head else (reading, []))
-    return " / ".join(f"{head}: {', '.join(tails)}" if tails else head for head, tails in parts)
+        tails.setdefault(head or reading, []).append(tail if head else None)
+    parts = []
+    for head, ends in tails.items():
+        whole = [head if end is None else f"{head}, {end}" for end in ends]
+        parts += [f"{head} ({', '.join(ends)})"] if len(ends) > 1 and None not in ends else whole
+    return " / ".join(parts)
 
 
 def summary_lines(verdicts, envs):
@@ -250,9 +252,9 @@ steps apart, as its envs end their 1,000-step episodes together)."""
 
 
 ANATOMY_NOTE = """\
-Recorded only by the runs made since the training script logs each update's anatomy (here the pairs' added
-seeds), so these ratios rest on fewer seeds than finding 3's rows; Figure 4 draws the same quantities against the
-% of the iteration's updates. Each row: the mean per update of the quantity, over each run's
+Recorded only by the runs made since the training script logs each update's anatomy, so these ratios can rest on
+fewer seeds than finding 3's rows (each row gives its own); Figure 4 draws the same quantities against the % of
+the iteration's updates. Each row: the mean per update of the quantity, over each run's
 iterations, then over seeds; the ratio is of geometric means over seeds, with Welch's interval on the log scale.
 CleanRL clips the global gradient norm (actor and critic together) to 0.5, so a clipping factor below 1 shrinks
 the actor's gradient with the critic's; Adam then divides each weight's step by its running gradient scale."""

@@ -87,6 +87,7 @@ class SnapshotStore:
         while True:
             item = self.pending.get()
             if item is None:
+                self.pending.task_done()
                 return
             first, states, block = item
             try:
@@ -155,6 +156,8 @@ class SnapshotStore:
         """Drops the blocks still waiting and ends the worker once its current block is done. A daemon thread that
         the interpreter's exit stops inside a torch kernel aborts the process (`terminate called without an active
         exception`), so a run that stops mid-iteration, on a signal, closes the store before it exits."""
+        if not self.worker.is_alive():
+            return
         while True:
             try:
                 self.pending.get_nowait()
@@ -162,7 +165,7 @@ class SnapshotStore:
             except queue.Empty:
                 break
         self.pending.put(None)
-        self.worker.join()
+        self.worker.join(timeout=60)
 
     def snapshots(self, member):
         n, s = len(self.updates), self.counts[member]

@@ -89,12 +89,22 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     summaries = drawn.pop("fig5_kl_summaries")  # points and lines; one row per env
     assert all(ax.collections for ax in summaries.get_axes()), "fig5_kl_summaries has an empty panel"
     assert len(summaries.get_axes()) == 3 * runs.env_id.nunique()
-    # finding 5's panel: filled, the runs of the seeds every setting of the env has (what its reading uses);
-    # hollow, the pairs' added seeds
-    for env, ax in zip(sorted(set(runs.env_id)), summaries.get_axes()[1::3]):
+    # filled, the runs of the seeds every setting in the panel has (what its reading uses): finding 5's panel over
+    # both sweeps, the trends' panels (3 thirds, then gamma_D) over the minibatch sweep at 500 x 100; hollow, the
+    # pairs' added seeds
+    def split(frame, times=1):
+        shared = set.intersection(*[set(g.seed) for _, g in frame.groupby(findings.SETTING)])
+        return times * (~frame.seed.isin(shared)).sum(), times * frame.seed.isin(shared).sum()
+
+    panels = summaries.get_axes()
+    for e, env in enumerate(sorted(set(runs.env_id))):
         distinct = findings.distinct_runs(runs[runs.env_id == env])
-        shared = set.intersection(*[set(g.seed) for _, g in distinct.groupby(findings.SETTING)])
-        assert hollow_and_filled(ax) == ((~distinct.seed.isin(shared)).sum(), distinct.seed.isin(shared).sum()), env
+        shape = distinct[(distinct.num_envs == 500) & (distinct.num_steps == 100)]
+        if env in {"HalfCheetah-v5", "Walker2d-v5"}:  # their pairs' added seeds: hollow points in every panel
+            assert split(distinct)[0] > 0 and split(shape)[0] > 0
+        assert hollow_and_filled(panels[3 * e + 1]) == split(distinct), env
+        assert hollow_and_filled(panels[3 * e]) == split(shape, 3), env
+        assert hollow_and_filled(panels[3 * e + 2]) == split(shape), env
     assert any(text.endswith("; 10 seeds") for text in verdict_cells) and "against 0; 4 seeds" in verdict_cells
     for name, fig in drawn.items():
         assert all(ax.lines for ax in fig.get_axes()), f"{name} has an empty panel"
@@ -115,7 +125,9 @@ def test_committed_results_figures(monkeypatch, tmp_path):
     title = "KL profiles in three training phases: 1000 envs x 50 steps"
     title += " vs 100 envs x 500 steps" * ((100, 500) in shapes)
     assert title in fig3 and not any(t.startswith(title + " vs") for t in fig3)
-    assert any(t.startswith("1000 envs x 50 steps, 4 seeds (best: seed") for t in fig3), fig3
+    rollout = runs[(runs.sweep == "env_rollout") & (runs.num_envs == 1000) & (runs.num_steps == 50)]
+    seeds = rollout[rollout.env_id == rollout.env_id.min()].seed.nunique()  # the first env's legend
+    assert any(t.startswith(f"1000 envs x 50 steps, {seeds} seeds (best: seed") for t in fig3), fig3
     # each setting its own colour from the colour-blind-safe palette, each phase its own line style
     axes = drawn["fig3_kl_env_rollout"].subfigs[0].get_axes()
     assert {line.get_color() for line in axes[1].lines} <= set(figures.SETTING_COLOURS[:2])

@@ -209,7 +209,11 @@ def test_summary_lines_name_each_verdict_and_the_readings_that_disagree():
     line = findings_text.summary_lines(rows, ["A", "B", "C"])[0]
     assert ("supported in A (4 and 10 seeds); undetermined in B (4 seeds; 7 would decide it); not testable in C ("
             in line)
-    assert "Readings that disagree with it: A: trend / pair, per unit: first third, last third (contradicted)." in line
+    assert "Readings that disagree with it: A: trend / pair, per unit (first third, last third) (contradicted)." in line
+    # a reading without a comma keeps its name beside one that begins with it; a lone reading keeps its own
+    assert findings_text.grouped(["trend", "trend, final return"]) == "trend / trend, final return"
+    assert findings_text.grouped(["pair, speed: area", "b", "pair, x"]) == "pair (speed: area, x) / b"
+    assert findings_text.grouped(["pair, speed: area"]) == "pair, speed: area"
 
 
 def test_returns_beside_the_published_ones():

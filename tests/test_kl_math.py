@@ -119,25 +119,34 @@ def test_snapshot_means_are_actor_mean_of_each_snapshot():
 
 def test_closing_the_snapshot_store_ends_its_worker_and_drops_the_blocks_waiting():
     """A run that stops mid-iteration closes its store: the worker thread finishes the block it is on, skips those
-    still queued and ends, so that no torch kernel runs in it while the interpreter exits (which aborts)."""
+    still queued and ends, so that no torch kernel runs in it while the interpreter exits (which aborts). Closing
+    again does nothing."""
     import threading
     import time
 
     from ppo_kl.kl_profiling import SnapshotStore
 
-    evaluated, started = [], threading.Event()
+    evaluated, started, release = [], threading.Event(), threading.Event()
 
-    def slow_means(states, block):
+    def held_means(states, block):  # each block waits for the test's release: no timing assumed
         started.set()
-        time.sleep(0.3)
+        assert release.wait(30)
         evaluated.append(block.shape[0])
         return torch.zeros(block.shape[0], states.shape[0], states.shape[1], 2)
 
-    store = SnapshotStore(200, 1, 1, 8, torch.zeros(1, 6), 2, slow_means)
+    store = SnapshotStore(200, 1, 1, 8, torch.zeros(1, 6), 2, held_means)
     store.begin_iteration(torch.zeros(1, 8, 3), [8])
     for update in range(1, 5 * SnapshotStore.block_size):  # 5 full blocks queued
         store.record(update, 0, update)
-    assert started.wait(5) and store.worker.is_alive()
+    assert started.wait(30) and store.worker.is_alive()
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    deadline = time.monotonic() + 30
+    while list(store.pending.queue) != [None]:  # the 4 waiting blocks dropped, the stop queued behind the one held
+        assert time.monotonic() < deadline, list(store.pending.queue)
+        time.sleep(0.01)
+    release.set()
+    closing.join(30)
+    assert not closing.is_alive() and not store.worker.is_alive()
+    assert evaluated == [SnapshotStore.block_size] and store.pending.unfinished_tasks == 0
     store.close()
-    assert not store.worker.is_alive()
-    assert len(evaluated) == 1  # the block under way when close came; the 4 waiting were dropped
