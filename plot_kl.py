@@ -31,7 +31,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 from ppo_kl.figures import (BANDS, SETTING_COLOURS, Look, fig_kl_profiles, fig_kl_summaries, fig_returns,
                             fig_update_anatomy, fig_verdicts, save, setup_matplotlib, supported_formats)
 from ppo_kl.findings import (PHASES, SETTING, anatomy_rows, beside_published, check_findings, distinct_runs, label,
-                             per_run, run_table, settings_table, with_returns)
+                             per_run, run_table, seeds_every_setting_has, settings_table, with_returns)
 from ppo_kl.findings_text import (anatomy_markdown, claims_markdown, markdown_table, report, seed_growth_markdown,
                                   seed_ranges, summary_lines)
 from ppo_kl.run_record import ANATOMY, BOOKKEEPING, fail, read_json, warn
@@ -429,7 +429,7 @@ def wall_times(runs):
 def shared_seeds(runs):
     """The seeds that every setting of every env has: what readings across all settings use, and the baseline the
     added seeds of the pairs are read against."""
-    return set.intersection(*[set(g.seed) for _, g in distinct_runs(runs).groupby(SETTING)])
+    return seeds_every_setting_has(distinct_runs(runs), SETTING)
 
 
 def verdicts_at_seeds(data, seeds, opts):

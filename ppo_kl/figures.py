@@ -130,7 +130,7 @@ def fig_returns(runs, curves, title, ylabel, compared_at, look, marker=None):
     # one colour per setting across the figure: the setting the two sweeps share looks the same in both rows
     colours = dict(zip(setting_order(data), SETTING_COLOURS * 3))
     fig = plt.figure(figsize=(WIDTH, 2.5 * len(rows) + 1.1), layout="constrained")
-    mixed = False  # a setting whose seeds differ between envs
+    mixed = dotted = False  # a setting whose seeds differ between envs; a comparison step drawn
     for subfig, (sweep, envs) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
         axes = subfig.subplots(1, ncols, squeeze=False)[0]
         for ax in axes[len(envs):]:
@@ -163,11 +163,11 @@ def fig_returns(runs, curves, title, ylabel, compared_at, look, marker=None):
         handles = {h.get_label(): h for ax in axes[:len(envs)] for h in ax.get_legend_handles_labels()[0]}
         if any(np.isfinite(compared_at.get((sweep, env), np.nan)) for env in envs):  # only for a line drawn
             handles["compared at (claims.md)"] = Line2D([], [], color="0.4", linestyle=":")
+            dotted = True
         subfig.suptitle(row_title(sweep, sweep_data))
         subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=min(2, len(handles)),
                       fontsize=7)
     fig.suptitle(title, fontweight="bold")
-    dotted = any(np.isfinite(compared_at.get((sweep, env), np.nan)) for sweep, envs in rows for env in envs)
     caption(fig, look, f"Line: mean over seeds; band: {band_text(look, 'std')}."
                        + (" Dotted: the step at which claims.md compares this panel's settings (the last step all of "
                           "them reach)." if dotted else "")
@@ -411,8 +411,8 @@ def fig_verdicts(verdicts, look):
     for side in ax.spines.values():
         side.set_visible(False)
     fig.suptitle("The paper's findings: the primary reading per env, estimate [95% interval]")
-    effects = "; ".join(f"{f}. {verdicts.effect[(verdicts.finding == f) & verdicts.primary].iloc[0]}"
-                        for f in findings if ((verdicts.finding == f) & verdicts.primary).any())
+    effects = "; ".join(f"{f}. {effect}" for f, effect in
+                        verdicts[verdicts.primary].groupby("finding").effect.first().items())
     caption(fig, look, "Green: supported, red: contradicted, grey: undetermined (the interval straddles the "
                        "threshold, or lies across the equivalence margin). *: another reading of the finding in that "
                        "env reaches the other decided verdict (claims.md lists every reading). Below each interval: "

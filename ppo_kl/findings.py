@@ -152,11 +152,15 @@ def with_returns(frame, returns, evals):
                         collapse=frame.run.map((best - final) / best.abs().clip(lower=1e-12)))
 
 
+def seeds_every_setting_has(frame, setting="key"):
+    """The seeds that every setting of the frame (its rows grouped by `setting`) has."""
+    return set.intersection(*[set(g.seed) for _, g in frame.groupby(setting)]) if len(frame) else set()
+
+
 def common_seeds(frame):
     """The runs of the seeds that every setting of the frame has: a reading across many settings keeps one set of
     seeds, so that a setting run at more seeds (a pair the paper draws) does not weigh more in it."""
-    shared = set.intersection(*[set(g.seed) for _, g in frame.groupby("key")]) if len(frame) else set()
-    return frame[frame.seed.isin(shared)]
+    return frame[frame.seed.isin(seeds_every_setting_has(frame))]
 
 
 def check_findings(runs, returns, evals, kl_iterations, kl_profiles, fig2_sizes, fig3_shapes):
